@@ -1,0 +1,1 @@
+"""pi0lab.runtime."""
