@@ -1,0 +1,410 @@
+"""Training configs: YAML files with `${...}` interpolation, checked against a typed schema.
+
+The schema is the set of dataclasses below (the one place each key, its type and default live).
+Group and key names follow the reference recipe (DESIGN §8): `cluster`, `runner`, `algorithm`,
+`env.train` / `env.eval`, `rollout`, `actor` (with `actor.model.openpi`), `sft`.
+
+    cfg = load_config("tabletop_ppo_nano", ["algorithm.update_epoch=2", "env.train.total_num_envs=16"])
+    cfg.algorithm.gamma  # typed attribute access (an OmegaConf DictConfig backed by the schema)
+
+Everything is checked before any work starts: unknown keys (with the closest valid name), wrong types,
+values outside their choices, and values that contradict each other (`check_consistency`).
+"""
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+ENV_ACTION_DIM = 7  # every env behind the contract takes 7-D actions (DESIGN §6)
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or contradicts another key."""
+
+
+@dataclass
+class ClusterConfig:
+    num_nodes: int = 1
+    num_devices: int = 1  # devices per node (GPUs, or CPU slots on a CPU-only machine)
+    # component names -> device sets; an override replaces the whole mapping (it is not merged)
+    component_placement: dict[str, str] = field(default_factory=lambda: {"actor,env,rollout": "all"})
+
+
+@dataclass
+class LoggerConfig:
+    log_path: str = "runs"
+    project_name: str = "pi0lab"
+    experiment_name: str = "default"
+    logger_backends: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class RunnerConfig:
+    task_type: Literal["embodied"] = "embodied"
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    max_epochs: int = 100  # RL iterations (rollout + update)
+    save_interval: int = 10  # iterations between checkpoints (-1: only at the end / on interrupt)
+    val_check_interval: int = 10  # iterations between evaluations (-1: never)
+    resume_dir: str | None = None  # a run directory to resume from
+    seed: int = 0
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_type: Literal["gae", "grpo"] = "gae"
+    loss_type: Literal["actor_critic", "actor"] = "actor_critic"
+    group_size: int = 1  # GRPO: envs per group sharing task + initial state
+    normalize_advantages: bool = True
+    rollout_epoch: int = 1  # rollouts collected per iteration
+    update_epoch: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    clip_ratio_c: float | None = 3.0  # dual clip for negative advantages (null: off)
+    value_clip: float = 0.2
+    huber_delta: float | None = 10.0
+    entropy_bonus: float = 0.0
+    kl_beta: float = 0.0  # k3 KL penalty towards the rollout policy (0: off)
+    target_kl: float | None = None  # KL guard: stop the epoch loop once approx_kl exceeds this
+    reward_coef: float = 1.0
+    filter_rewards: bool = False  # GRPO: drop groups whose mean score is outside the bounds
+    rewards_lower_bound: float = 0.1
+    rewards_upper_bound: float = 0.9
+
+
+@dataclass
+class VideoConfig:
+    save_video: bool = False
+    info_on_video: bool = True
+    video_base_dir: str = "${runner.logger.log_path}/video"
+    num_videos: int = 1  # envs recorded per rollout
+
+
+@dataclass
+class EnvSplitConfig:
+    task_suite_name: str = "tabletop_spatial"
+    total_num_envs: int = 8
+    max_episode_steps: int | None = None  # null: the suite's own limit
+    image_size: int = 64
+    auto_reset: bool = False
+    group_size: int = 1
+    use_fixed_reset_state_ids: bool = False  # evaluation: walk (task, init) pairs in order
+    num_episodes: int | None = None  # evaluation: episodes to score (null: one pass of the envs)
+    video_cfg: VideoConfig = field(default_factory=VideoConfig)
+
+
+@dataclass
+class EnvConfig:
+    train: EnvSplitConfig = field(default_factory=EnvSplitConfig)
+    eval: EnvSplitConfig = field(default_factory=lambda: EnvSplitConfig(auto_reset=True, use_fixed_reset_state_ids=True))
+
+
+@dataclass
+class RolloutModelConfig:
+    model_path: str | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+@dataclass
+class RolloutConfig:
+    pipeline_stage_num: int = 1
+    model: RolloutModelConfig = field(default_factory=RolloutModelConfig)
+
+
+@dataclass
+class OpenpiConfig:
+    noise_level: float = 0.5
+    action_chunk: int = "${actor.model.num_action_chunks}"  # type: ignore[assignment]
+    num_steps: int = "${actor.model.num_steps}"  # type: ignore[assignment]
+    train_expert_only: bool = True
+    action_env_dim: int = "${actor.model.action_dim}"  # type: ignore[assignment]
+    noise_method: Literal["flow_sde", "reinflow"] = "flow_sde"
+    add_value_head: bool = "${actor.model.add_value_head}"  # type: ignore[assignment]
+    detach_critic_input: bool = True
+
+
+@dataclass
+class ActorModelConfig:
+    model_path: str | None = None  # a pi0lab / openpi / lerobot / RLinf checkpoint (null: random init)
+    size: Literal["nano", "pi0"] = "nano"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    num_action_chunks: int = 5
+    num_steps: int = 4
+    action_dim: int = ENV_ACTION_DIM
+    add_value_head: bool = True
+    openpi: OpenpiConfig = field(default_factory=OpenpiConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-6
+    value_lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-5
+    weight_decay: float = 0.0
+    clip_grad: float = 2.0
+    critic_warmup_steps: int = 0  # iterations that train only the value head
+
+
+@dataclass
+class ActorConfig:
+    micro_batch_size: int = 128
+    global_batch_size: int = 2048
+    seed: int = 42
+    model: ActorModelConfig = field(default_factory=ActorModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class SftConfig:
+    demo_path: str = "runs/demos"
+    demos_per_task: int = 5  # few-shot: demos used per task
+    num_steps: int = 2000  # optimiser steps
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    eval_interval: int = 500  # optimiser steps between evaluations (-1: only at the end)
+    save_path: str = "runs/sft"
+
+
+@dataclass
+class TrainConfig:
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped in pi0lab/configs/ (files starting with `_` are shared bases)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _find_config(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        hint = difflib.get_close_matches(str(name_or_path), available_configs(), n=1)
+        raise ConfigError(
+            f"no config named {name_or_path!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; shipped configs: {', '.join(available_configs())}; or pass a path to a .yaml file"
+        )
+    return shipped
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> DictConfig:
+    """Load a shipped config by name (or a YAML path; None = the schema defaults), apply overrides, validate.
+
+    overrides: ["key.sub=value", ...] as on the command line, or a nested / dotted dict from Python.
+    """
+    user = OmegaConf.create({}) if name_or_path is None else _load_yaml(_find_config(name_or_path))
+    if isinstance(overrides, dict):
+        dotted = {k: v for k, v in overrides.items() if "." in k}
+        nested = {k: v for k, v in overrides.items() if "." not in k}
+        user = _merge(user, OmegaConf.create(nested))
+        user = _merge(user, OmegaConf.from_dotlist([f"{k}={_yaml_value(v)}" for k, v in dotted.items()]))
+    elif overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
+        user = _merge(user, OmegaConf.from_dotlist(list(overrides)))
+    return validate_config(user)
+
+
+REPLACED_ON_MERGE = ("cluster.component_placement",)  # mappings that an override replaces whole
+
+
+def _merge(base: DictConfig, override: DictConfig) -> DictConfig:
+    """OmegaConf.merge, except that the REPLACED_ON_MERGE mappings of `override` replace `base`'s."""
+    base = base.copy()
+    for path in REPLACED_ON_MERGE:
+        if OmegaConf.select(override, path) is not None and OmegaConf.select(base, path) is not None:
+            OmegaConf.update(base, path, {}, merge=False)
+    return OmegaConf.merge(base, override)
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    """Load one YAML file; a top-level `defaults: [name, ...]` list merges those configs first."""
+    cfg = OmegaConf.load(path)
+    bases = cfg.pop("defaults", [])
+    merged = OmegaConf.create({})
+    for base in bases:
+        merged = _merge(merged, _load_yaml(_find_config(base)))
+    return _merge(merged, cfg)
+
+
+def _yaml_value(value: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create({"v": value})).split(":", 1)[1].strip()
+
+
+def validate_config(user: DictConfig) -> DictConfig:
+    """Check `user` against the schema and for consistency; return the merged, typed config."""
+    try:
+        resolved = OmegaConf.to_container(user, resolve=True)
+    except Exception as err:  # omegaconf raises several interpolation errors
+        raise ConfigError(f"cannot resolve an interpolation: {err}") from None
+    _check_against_schema(resolved, TrainConfig, "")
+    cfg = _merge(OmegaConf.structured(TrainConfig), user)
+    check_consistency(cfg)
+    return cfg
+
+
+def _check_against_schema(values: Any, schema: type, where: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            raise ConfigError(
+                f"unknown config key {path!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; valid keys here: {', '.join(fields)}"
+            )
+        _check_type(value, hints[key], path)
+
+
+def _check_type(value: Any, hint: Any, path: str) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        _check_against_schema(value, hint, path)
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        non_null = [a for a in args if a is not type(None)]
+        _check_type(value, non_null[0], path)
+    elif origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path} must be one of {list(args)}, got {value!r}")
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        for i, item in enumerate(value):
+            _check_type(item, args[0], f"{path}[{i}]")
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        for key, item in value.items():
+            _check_type(item if not isinstance(item, int) else str(item), args[1], f"{path}.{key}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+    elif hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+    else:
+        raise TypeError(f"schema type {hint} of {path} is not handled")
+
+
+LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
+
+
+def check_consistency(cfg: DictConfig) -> None:
+    """Cross-key checks that the schema's types cannot express; each error names the keys involved."""
+    from pi0lab.runtime.placement import parse_placement
+
+    def fail(message: str) -> None:
+        raise ConfigError(message)
+
+    algo, train_env, model = cfg.algorithm, cfg.env.train, cfg.actor.model
+    for backend in cfg.runner.logger.logger_backends:
+        if backend not in LOGGER_BACKENDS:
+            fail(f"runner.logger.logger_backends: unknown backend {backend!r}; valid: {', '.join(LOGGER_BACKENDS)}")
+    try:
+        parse_placement(cfg.cluster.component_placement, cfg.cluster.num_devices)
+    except ValueError as err:
+        fail(f"cluster.component_placement: {err}")
+    if cfg.rollout.pipeline_stage_num < 1:
+        fail(f"rollout.pipeline_stage_num must be >= 1, got {cfg.rollout.pipeline_stage_num}")
+    for split in ("train", "eval"):
+        env = cfg.env[split]
+        if env.total_num_envs < 1:
+            fail(f"env.{split}.total_num_envs must be >= 1, got {env.total_num_envs}")
+        if env.total_num_envs % env.group_size:
+            fail(
+                f"env.{split}.group_size={env.group_size} does not divide "
+                f"env.{split}.total_num_envs={env.total_num_envs}"
+            )
+        if env.total_num_envs % cfg.rollout.pipeline_stage_num:
+            fail(
+                f"rollout.pipeline_stage_num={cfg.rollout.pipeline_stage_num} does not divide "
+                f"env.{split}.total_num_envs={env.total_num_envs}"
+            )
+    if algo.adv_type == "grpo":
+        if algo.group_size < 2:
+            fail(f"algorithm.adv_type=grpo needs algorithm.group_size >= 2, got {algo.group_size}")
+        if train_env.group_size != algo.group_size:
+            fail(
+                f"env.train.group_size={train_env.group_size} must equal algorithm.group_size={algo.group_size} "
+                "(each block of group_size envs shares task and initial state)"
+            )
+    if algo.adv_type == "gae":
+        if algo.loss_type != "actor_critic" or not model.add_value_head:
+            fail(
+                "algorithm.adv_type=gae needs a critic: set algorithm.loss_type=actor_critic and "
+                "actor.model.add_value_head=true (or use adv_type=grpo)"
+            )
+    if algo.loss_type == "actor_critic" and not model.add_value_head:
+        fail("algorithm.loss_type=actor_critic needs actor.model.add_value_head=true")
+    if not 0 <= algo.rewards_lower_bound <= algo.rewards_upper_bound <= 1:
+        fail("algorithm.rewards_lower_bound <= rewards_upper_bound must hold, both in [0, 1]")
+    if not (0 < algo.gamma <= 1 and 0 <= algo.gae_lambda <= 1):
+        fail("algorithm.gamma must be in (0, 1] and algorithm.gae_lambda in [0, 1]")
+    if model.action_dim != ENV_ACTION_DIM:
+        fail(f"actor.model.action_dim={model.action_dim} does not match the env's action dims ({ENV_ACTION_DIM})")
+    openpi = model.openpi
+    if openpi.action_env_dim != model.action_dim:
+        fail(f"actor.model.openpi.action_env_dim={openpi.action_env_dim} != actor.model.action_dim={model.action_dim}")
+    if openpi.action_chunk != model.num_action_chunks:
+        fail(f"actor.model.openpi.action_chunk={openpi.action_chunk} != actor.model.num_action_chunks={model.num_action_chunks}")
+    if openpi.num_steps != model.num_steps or model.num_steps < 1:
+        fail(f"actor.model.openpi.num_steps={openpi.num_steps} must equal actor.model.num_steps={model.num_steps} (>= 1)")
+    if openpi.add_value_head != model.add_value_head:
+        fail(f"actor.model.openpi.add_value_head={openpi.add_value_head} != actor.model.add_value_head={model.add_value_head}")
+    horizon = _action_horizon(model.size)
+    if not 1 <= model.num_action_chunks <= horizon:
+        fail(
+            f"actor.model.num_action_chunks={model.num_action_chunks} must be in [1, {horizon}] "
+            f"(the action horizon of the {model.size!r} model)"
+        )
+    if cfg.actor.global_batch_size % cfg.actor.micro_batch_size:
+        fail(
+            f"actor.micro_batch_size={cfg.actor.micro_batch_size} does not divide "
+            f"actor.global_batch_size={cfg.actor.global_batch_size}"
+        )
+
+
+def _action_horizon(size: str) -> int:
+    from pi0lab.models import Pi0Config
+
+    return getattr(Pi0Config, size)().action_horizon
