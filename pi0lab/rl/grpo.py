@@ -62,7 +62,7 @@ def group_advantages(
     """
     groups = _groups("group_advantages", scores, group_size)  # [G, group_size]
     advantages = groups - groups.mean(-1, keepdim=True)
-    if std_normalize:
+    if std_normalize and group_size > 1:  # a group of one is all-equal: 0 below
         advantages = advantages / (groups.std(-1, keepdim=True) + eps)
     all_equal = groups.amax(-1, keepdim=True) == groups.amin(-1, keepdim=True)
     return torch.where(all_equal, torch.zeros_like(advantages), advantages).reshape(-1)
