@@ -1,0 +1,86 @@
+"""Vector envs: the contract on a toy world, and worker faults (crash, hang, kill) in the subprocess env."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from env_contract import check_vector_env_contract
+from pi0lab.envs.base import SingleEnv
+from pi0lab.envs.vector import SyncVectorEnv
+
+
+class LineWorld(SingleEnv):
+    """A point on a line. dx moves it by 0.1 * action; success when it passes x = 1 + task_id / 10.
+
+    The images encode the position (brightness), so frozen / reset obs are checkable.
+    """
+
+    suite = "line"
+    num_tasks = 3
+    max_episode_steps = 9
+    image_size = 8
+
+    def task_description(self, task_id):
+        return f"move right past {1 + task_id / 10:.1f}"
+
+    def num_init_states(self, task_id):
+        return 4
+
+    def reset(self, task_id, init_state_id):
+        self.task, self.x, self.t = task_id, 0.1 * init_state_id, 0
+        return self._obs()
+
+    def _obs(self):
+        image = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        image[: self.image_size // 2] = int(np.clip(self.x * 100 + 50, 0, 255))
+        state = np.array([self.x, 0, 0, 0, 0, 0, 0, 0], np.float32)
+        return {"main_image": image, "wrist_image": image[::-1].copy(), "state": state,
+                "task_description": self.task_description(self.task)}
+
+    def step_chunk(self, actions):
+        chunk = len(actions)
+        rewards = np.zeros(chunk, np.float32)
+        terminated, truncated = np.zeros(chunk, bool), np.zeros(chunk, bool)
+        success = False
+        for k, action in enumerate(actions):
+            self.x += 0.1 * float(action[0])
+            self.t += 1
+            success = self.x > 1 + self.task / 10
+            if success or self.t >= self.max_episode_steps:
+                rewards[k] = float(success)
+                terminated[k:], truncated[k:] = success, not success
+                break
+        return self._obs(), rewards, terminated, truncated, {"success": success, "episode_len": self.t}
+
+
+def test_sync_vector_env_meets_the_contract():
+    env = SyncVectorEnv([LineWorld() for _ in range(3)], seed=3)
+    twin = SyncVectorEnv([LineWorld() for _ in range(3)], seed=3)
+    check_vector_env_contract(env, twin=twin)
+
+
+def test_success_inside_a_chunk_terminates_the_rest_of_it():
+    env = SyncVectorEnv([LineWorld(), LineWorld()], seed=0)
+    env.reset(task_ids=[0, 2], init_state_ids=[3, 0])  # x0 = 0.3 and 0.0
+    right = np.zeros((2, 10, 7))
+    right[..., 0] = 1.0
+    # env 0 passes 1.0 after 8 moves of 0.1 from 0.3 -> sub-step 7; env 1 needs 1.2 -> beyond the 9-step limit
+    obs, rewards, terminated, truncated, info = env.step(right)
+    np.testing.assert_array_equal(terminated[0], np.arange(10) >= 7)
+    assert rewards[0, 7] == 1 and rewards.sum() == 1
+    np.testing.assert_array_equal(truncated[1], np.arange(10) >= 8)
+    np.testing.assert_array_equal(info["episode_len"], [8, 9])
+    np.testing.assert_array_equal(info["success_once"], [True, False])
+
+
+def test_auto_reset_starts_a_new_episode_at_the_chunk_boundary():
+    env = SyncVectorEnv([LineWorld()], seed=0, auto_reset=True)
+    env.reset(task_ids=[0], init_state_ids=[3])
+    right = np.ones((1, 10, 7))
+    obs, rewards, terminated, truncated, info = env.step(right)
+    assert terminated[0, -1] and info["success_once"][0] and info["episode_len"][0] == 8
+    # the returned obs is the new episode's first frame: x = 0.1 * init id
+    assert obs["states"][0, 0] == pytest.approx(0.1 * env.init_state_ids[0])
+    _, _, terminated, _, info = env.step(np.zeros((1, 2, 7)))
+    assert not terminated.any() and info["episode_len"][0] == 2 and not info["success_once"][0]
