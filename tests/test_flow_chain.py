@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from pi0lab.flow import (
@@ -20,6 +22,15 @@ S = torch.tensor([0.4, 1.3])
 NUM_STEPS = 200
 NUM_SAMPLES = 10_000
 TOLERANCE = 0.035  # on |mean - mu| / s and |std / s - 1|; Euler error at N = 200 plus sampling error
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    """These tests run many small elementwise ops: one thread is faster and does not fight other test workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def gaussian_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -201,6 +212,18 @@ def test_chain_shapes_and_ode_chain():
         with torch.no_grad():
             x = ode_step(x, policy.velocity(x, t.expand(3))[0], t, t - t_next)[0]
         torch.testing.assert_close(chain.chain[:, i + 1], x)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.sampled_from(["one", "all"]), st.floats(0.0, 1e-5), st.integers(0, 2**31 - 1))
+def test_flow_sde_chain_with_vanishing_noise_level_is_the_ode_chain(num_steps, noise_steps, noise_level, seed):
+    policy = TinyPolicy()
+    noise = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ode = sample_chain(policy.velocity, noise, num_steps, method="ode")
+        sde = sample_chain(policy.velocity, noise, num_steps, "flow_sde", noise_level, noise_steps,
+                           generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(sde.chain, ode.chain, atol=1e-4, rtol=1e-4)
 
 
 def test_generator_makes_chains_reproducible():

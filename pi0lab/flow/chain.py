@@ -108,12 +108,13 @@ def sample_chain(
     steps = _resolve_noise_steps(noise_steps, method, num_steps, generator, device)  # [K]
     noisy = set(steps.tolist())
     t_grid = time_grid(num_steps).to(device)
+    sigmas = sde_sigmas(t_grid, noise_level) if method == "flow_sde" else None  # [N]
 
     x = noise
     chain, means, stds, logprobs = [noise], [], [], []
     for i in range(num_steps):
         step = torch.full((batch,), i, dtype=torch.long, device=device)  # [B]
-        mean, std = _transition(velocity_fn, x, step, t_grid, method, noise_level, std_fn, i in noisy)
+        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, i in noisy)
         if i in noisy:
             eps = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
             x = mean + std * eps  # x_{i+1} ~ N(mean, std^2)
@@ -163,13 +164,14 @@ def recompute_logprobs(
     if noisy_steps.numel() and not (0 <= int(noisy_steps.min()) and int(noisy_steps.max()) < num_steps):
         raise ValueError(f"noisy_steps must lie in [0, N-1] = [0, {num_steps - 1}] for chain {tuple(chain.shape)}")
     t_grid = time_grid(num_steps).to(chain.device)
+    sigmas = sde_sigmas(t_grid, noise_level) if method == "flow_sde" else None  # [N]
     rows = torch.arange(batch, device=chain.device)
 
     means, stds, logprobs = [], [], []
     for k in range(noisy_steps.shape[1]):
         step = noisy_steps[:, k]  # [B]
         x, x_next = chain[rows, step], chain[rows, step + 1]  # [B,*S]
-        mean, std = _transition(velocity_fn, x, step, t_grid, method, noise_level, std_fn, True)
+        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, True)
         means.append(mean)
         stds.append(std)
         logprobs.append(gaussian_logprob(x_next, mean, std))
@@ -182,12 +184,16 @@ def _transition(
     x: Tensor,
     step: Tensor,
     t_grid: Tensor,
+    sigmas: Tensor | None,
     method: str,
     noise_level: float,
     std_fn: StdFn | None,
     noisy: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Mean and std `[B,*S]` of transition `step` `[B]` from x `[B,*S]`; the ODE step unless `noisy`."""
+    """Mean and std `[B,*S]` of transition `step` `[B]` from x `[B,*S]`; the ODE step unless `noisy`.
+
+    t_grid `[N+1]`; sigmas `[N]` (flow_sde only).
+    """
     t = t_grid[step]  # [B]
     dt = t - t_grid[step + 1]  # dt_i = t_i - t_{i+1}
     v, features = _velocity(velocity_fn, x, t)
@@ -195,8 +201,7 @@ def _transition(
     if not noisy or method == "ode":
         return ode_step(x, v, t_x, dt_x)
     if method == "flow_sde":
-        sigma = sde_sigmas(t_grid, noise_level)[step]  # [B]
-        return flow_sde_step(x, v, t_x, dt_x, _per_sample(sigma, x))
+        return flow_sde_step(x, v, t_x, dt_x, _per_sample(sigmas[step], x))
     if method == "cps":
         return cps_step(x, v, t_x, dt_x, noise_level)
     mean, _ = ode_step(x, v, t_x, dt_x)  # reinflow: ODE mean, learned std
