@@ -118,12 +118,13 @@ def sample_chain(
         if i in noisy:
             eps = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
             x = mean + std * eps  # x_{i+1} ~ N(mean, std^2)
+            logprob = gaussian_logprob(x, mean, std)
         else:
-            x = mean
+            x, logprob = mean, torch.zeros_like(mean)  # deterministic step: no log-prob
         chain.append(x)
         means.append(mean)
         stds.append(std)
-        logprobs.append(gaussian_logprob(x, mean, std))
+        logprobs.append(logprob)
     return FlowChain(
         chain=torch.stack(chain, dim=1),
         noisy_steps=steps.expand(batch, -1).clone(),
