@@ -234,13 +234,15 @@ def load_weights(model: Pi0, state_dict: dict[str, torch.Tensor], strict: bool =
 def _find_norm_stats(path: Path, asset_id: str | None) -> dict[str, NormStats] | None:
     if (path / "norm_stats.json").exists():
         return load_norm_stats(path / "norm_stats.json")
-    assets = sorted((path / "assets").glob("*/norm_stats.json")) if (path / "assets").is_dir() else []
+    # openpi asset ids may contain a slash ("physical-intelligence/libero")
+    assets = sorted((path / "assets").rglob("norm_stats.json")) if (path / "assets").is_dir() else []
+    names = [p.parent.relative_to(path / "assets").as_posix() for p in assets]
     if asset_id is not None:
-        assets = [p for p in assets if p.parent.name == asset_id]
+        assets = [p for p, name in zip(assets, names) if name == asset_id]
         if not assets:
-            raise CheckpointError(f"no assets/{asset_id}/norm_stats.json in {path}")
+            raise CheckpointError(f"no assets/{asset_id}/norm_stats.json in {path} (found {names})")
     if len(assets) > 1:
-        raise CheckpointError(f"several norm stats in {path}/assets ({[p.parent.name for p in assets]}): pass asset_id")
+        raise CheckpointError(f"several norm stats in {path}/assets ({names}): pass asset_id")
     if assets:
         return load_norm_stats(assets[0])
     processors = sorted(path.glob("*normalizer_processor*.safetensors"))

@@ -8,10 +8,9 @@ Parameter names match RLinf's (`value_head.mlp.{0,2,4,6}`; the noise head's MLP 
 the checkpoint loader) so trained heads load directly.
 """
 
-import math
-
-import torch
 from torch import Tensor, nn
+
+from pi0lab.flow import bounded_std
 
 
 class ValueHead(nn.Module):
@@ -38,16 +37,6 @@ class ValueHead(nn.Module):
         if self.detach:
             pooled = pooled.detach()
         return self.mlp(pooled).squeeze(-1)
-
-
-def bounded_std(raw: Tensor, std_min: float, std_max: float) -> Tensor:
-    """Squash an unbounded output into a std in [std_min, std_max].
-
-    logvar = log s_min^2 + (log s_max^2 - log s_min^2) * (tanh(raw) + 1) / 2;  std = exp(logvar / 2).
-    """
-    logvar_min, logvar_max = 2 * math.log(std_min), 2 * math.log(std_max)
-    logvar = logvar_min + (logvar_max - logvar_min) * (torch.tanh(raw) + 1) / 2
-    return torch.exp(0.5 * logvar)
 
 
 class NoiseHead(nn.Module):

@@ -261,8 +261,11 @@ class Pi0(nn.Module):
         use_cache=False recomputes the whole prefix at every step (same result, slower).
         """
         b = obs.batch_size
+        shape = (b, self.config.action_horizon, self.config.action_dim)
         if noise is None:
-            noise = sample_noise((b, self.config.action_horizon, self.config.action_dim), obs.state.device)
+            noise = sample_noise(shape, obs.state.device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be {list(shape)} [B,H,A], got {list(noise.shape)}")
         cache = self.prefill(obs) if use_cache else None
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=noise.device)
         t = torch.tensor(1.0, dtype=torch.float32, device=noise.device)
