@@ -294,23 +294,29 @@ class LiberoEnv(SingleEnv):
 
 
 def make_libero_env(suite: str, num_envs: int, image_size: int = 224, seed: int = 0, **options):
-    """num_envs LIBERO worlds, one per `spawn`ed worker process (see pi0lab.envs.vector.SubprocVectorEnv).
+    """num_envs LIBERO worlds in `spawn`ed worker processes (pi0lab.envs.vector.SubprocVectorEnv).
 
-    options: `max_episode_steps`, `hard_reset` (see LiberoEnv), `auto_reset` (default False),
-    `worker_timeout_s`. Every world gets the same `seed` (its fixture layout); the vector env's
-    seeded RNG draws (task, init) when reset() gets no ids.
+    options: `max_episode_steps`, `hard_reset` (see LiberoEnv); `auto_reset` (default False);
+    `num_workers` (default num_envs: one world per process); `worker_timeout_s` (default 300: a
+    reset that builds a new task's world takes ~10 s per world on a CPU core). Every world gets the
+    same `seed` (the fixture layout); the vector env's RNG, seeded with it too, draws (task, init)
+    when reset() gets no ids.
     """
     from pi0lab.envs.vector import SubprocVectorEnv
 
     env_options = {key: options.pop(key) for key in ("max_episode_steps", "hard_reset") if key in options}
     auto_reset = options.pop("auto_reset", False)
-    vector_options = {"timeout_s": options.pop("worker_timeout_s")} if "worker_timeout_s" in options else {}
+    num_workers = options.pop("num_workers", num_envs)
+    timeout_s = options.pop("worker_timeout_s", 300.0)
     if options:
         raise ValueError(
-            f"unknown LIBERO option(s) {sorted(options)}; valid: max_episode_steps, hard_reset, auto_reset, worker_timeout_s"
+            f"unknown LIBERO option(s) {sorted(options)}; valid: max_episode_steps, hard_reset, auto_reset, "
+            "num_workers, worker_timeout_s"
         )
     factory = functools.partial(LiberoEnv, suite, image_size=image_size, seed=seed, **env_options)
-    return SubprocVectorEnv([factory] * num_envs, seed=seed, auto_reset=auto_reset, **vector_options)
+    return SubprocVectorEnv(
+        [factory] * num_envs, num_workers=num_workers, seed=seed, auto_reset=auto_reset, timeout_s=timeout_s
+    )
 
 
 __all__ = ["LiberoEnv", "make_libero_env", "quat_to_axis_angle", "rotate_180", "MAX_EPISODE_STEPS"]
