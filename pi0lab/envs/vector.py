@@ -12,6 +12,7 @@ process and frees the shared memory.
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing import shared_memory
@@ -77,3 +78,255 @@ class SyncVectorEnv(_SuiteFacts, VectorEnv):
     def close(self):
         for env in self.envs:
             env.close()
+
+
+class EnvWorkerError(RuntimeError):
+    """A worker process died, hung or raised; the message names the worker, its envs and their tasks."""
+
+    def __init__(self, message: str, worker: int):
+        super().__init__(message)
+        self.worker = worker
+
+
+def _attach(names: dict) -> dict[str, shared_memory.SharedMemory]:
+    """Open the parent's shared-memory blocks without handing them to this process's resource tracker
+    (the parent owns them and unlinks them in `close`)."""
+    from multiprocessing import resource_tracker
+
+    blocks = {}
+    for key, name in names.items():
+        blocks[key] = shared_memory.SharedMemory(name=name)
+        resource_tracker.unregister(blocks[key]._name, "shared_memory")
+    return blocks
+
+
+def _shm_arrays(blocks: dict, num_envs: int, size: int) -> dict[str, np.ndarray]:
+    return {
+        "main_images": np.ndarray((num_envs, size, size, 3), np.uint8, buffer=blocks["main_images"].buf),
+        "wrist_images": np.ndarray((num_envs, size, size, 3), np.uint8, buffer=blocks["wrist_images"].buf),
+        "states": np.ndarray((num_envs, STATE_DIM), np.float32, buffer=blocks["states"].buf),
+    }
+
+
+def _worker_main(conn, factories, env_ids) -> None:
+    """Worker loop: build the envs, then answer (command, payload) messages until "close"."""
+    envs = [factory() for factory in factories]
+    arrays, blocks = None, None
+
+    def write(local: int, obs: dict) -> str:
+        gid = env_ids[local]
+        arrays["main_images"][gid] = obs["main_image"]
+        arrays["wrist_images"][gid] = obs["wrist_image"]
+        arrays["states"][gid] = obs["state"]
+        return obs["task_description"]
+
+    while True:
+        command, payload = conn.recv()
+        try:
+            if command == "describe":
+                reply = _describe(envs[0])
+            elif command == "attach":
+                names, num_envs, size = payload
+                blocks = _attach(names)
+                arrays = _shm_arrays(blocks, num_envs, size)
+                reply = None
+            elif command == "reset":
+                reply = [write(local, envs[local].reset(task, init)) for local, task, init in payload]
+            elif command == "step":
+                locals_, actions = payload
+                results = []
+                for local, chunk in zip(locals_, actions):
+                    obs, rewards, terminated, truncated, info = envs[local].step_chunk(chunk)
+                    results.append((write(local, obs), rewards, terminated, truncated, bool(info["success"])))
+                reply = results
+            elif command == "close":
+                for env in envs:
+                    env.close()
+                conn.send(("ok", None))
+                return
+            else:
+                raise ValueError(f"unknown worker command {command!r}")
+            conn.send(("ok", reply))
+        except Exception:  # reported to the parent, which raises EnvWorkerError with this traceback
+            conn.send(("error", traceback.format_exc()))
+
+
+class SubprocVectorEnv(_SuiteFacts, VectorEnv):
+    """N single envs in `num_workers` spawned processes (contiguous blocks of envs per worker)."""
+
+    def __init__(self, factories: Sequence[Callable[[], SingleEnv]], num_workers: int = 1, seed: int = 0,
+                 auto_reset: bool = False, timeout_s: float = 60.0):
+        super().__init__(len(factories), seed, auto_reset)
+        if not 1 <= num_workers <= len(factories):
+            raise ValueError(f"num_workers must be in 1..{len(factories)} (one env at least per worker); got {num_workers}")
+        self.factories = list(factories)
+        self.timeout_s = timeout_s
+        self.blocks_of_envs = [b.tolist() for b in np.array_split(np.arange(self.num_envs), num_workers)]
+        self._context = mp.get_context("spawn")
+        self._procs: list = [None] * num_workers
+        self._conns: list = [None] * num_workers
+        self._shm: dict[str, shared_memory.SharedMemory] = {}
+        self._arrays: dict[str, np.ndarray] = {}
+        self._descriptions: list[str] | None = None  # known once the workers have described their suite
+        self._closed = False
+        try:
+            for w in range(num_workers):
+                self._start(w)
+            facts = [self._call({w: ("describe", None)}, "start")[w] for w in range(num_workers)]
+            if any(f != facts[0] for f in facts[1:]):
+                raise ValueError("all single envs of a vector env must be the same suite at the same image size")
+            self._set_facts(facts[0])
+            size = self.image_size
+            nbytes = {"main_images": self.num_envs * size * size * 3, "wrist_images": self.num_envs * size * size * 3,
+                      "states": self.num_envs * STATE_DIM * 4}
+            self._shm = {k: shared_memory.SharedMemory(create=True, size=n) for k, n in nbytes.items()}
+            self._arrays = _shm_arrays(self._shm, self.num_envs, size)
+            for w in range(num_workers):
+                self._attach_worker(w)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- workers ------------------------------------------------------------------------------
+    def _start(self, w: int) -> None:
+        parent, child = self._context.Pipe()
+        proc = self._context.Process(
+            target=_worker_main, args=(child, [self.factories[i] for i in self.blocks_of_envs[w]], self.blocks_of_envs[w]),
+            daemon=True, name=f"pi0lab-env-worker-{w}",
+        )
+        proc.start()
+        child.close()  # the worker holds the only other end: its death shows up as EOF here
+        self._procs[w], self._conns[w] = proc, parent
+
+    def _attach_worker(self, w: int) -> None:
+        names = {k: block.name for k, block in self._shm.items()}
+        self._call({w: ("attach", (names, self.num_envs, self.image_size))}, "start")
+
+    def restart_worker(self, w: int) -> None:
+        """Replace worker `w` (dead, hung or healthy) with a fresh one; call `reset()` before stepping again."""
+        self._kill(w)
+        self._start(w)
+        self._call({w: ("describe", None)}, "start")
+        self._attach_worker(w)
+        self._obs = None
+
+    def _kill(self, w: int, grace_s: float = 0.0) -> None:
+        """Reap worker w: wait up to `grace_s` for it to exit by itself, then kill it."""
+        proc, conn = self._procs[w], self._conns[w]
+        if proc is not None:
+            proc.join(timeout=grace_s)
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5)
+        if conn is not None:
+            conn.close()
+        self._procs[w], self._conns[w] = None, None
+
+    def _who(self, w: int) -> str:
+        envs = self.blocks_of_envs[w]
+        if self._descriptions is None:
+            return f"env worker {w} (envs {envs[0]}-{envs[-1]}, starting up)"
+        tasks = "; ".join(f"env {i}: task {self.task_ids[i]} {self._descriptions[self.task_ids[i]]!r}" for i in envs)
+        return f"env worker {w} ({self.suite}; {tasks})"
+
+    def _call(self, messages: dict[int, tuple], what: str) -> dict[int, object]:
+        """Send one message per worker, then collect every answer before one shared deadline.
+
+        Every worker is drained before an error is raised, so the pipes stay in step."""
+        for w, message in messages.items():
+            if self._procs[w] is None:
+                raise EnvWorkerError(f"{self._who(w)} is gone after an earlier failure; call restart_worker({w}) "
+                                     "and reset()", w)
+            self._conns[w].send(message)
+        deadline = time.monotonic() + self.timeout_s
+        replies, failures = {}, []
+        for w in messages:
+            conn, proc = self._conns[w], self._procs[w]
+            try:
+                ready = conn.poll(max(deadline - time.monotonic(), 0.0))
+                status, reply = conn.recv() if ready else ("hung", None)
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                status, reply = "died", None
+            if status == "ok":
+                replies[w] = reply
+                continue
+            if status == "error":
+                failures.append(EnvWorkerError(f"{self._who(w)} raised during {what}:\n{reply}", w))
+                continue
+            if status == "hung":
+                message = f"{self._who(w)} did not answer {what} within {self.timeout_s:g} s (hung); it was killed"
+            else:
+                proc.join(timeout=1)
+                message = f"{self._who(w)} died during {what} (exit code {proc.exitcode})"
+            self._kill(w)
+            failures.append(EnvWorkerError(message + f"; call restart_worker({w}) and reset()", w))
+        if failures:
+            raise failures[0]
+        return replies
+
+    # ---- VectorEnv backend --------------------------------------------------------------------
+    def _by_worker(self, env_ids: np.ndarray) -> dict[int, list[int]]:
+        """Split global env ids into {worker: [positions in env_ids]}."""
+        owner = {i: w for w, block in enumerate(self.blocks_of_envs) for i in block}
+        groups: dict[int, list[int]] = {}
+        for pos, i in enumerate(env_ids.tolist()):
+            groups.setdefault(owner[i], []).append(pos)
+        return groups
+
+    def _local(self, w: int, i: int) -> int:
+        return i - self.blocks_of_envs[w][0]
+
+    def _gather(self, env_ids: np.ndarray, descriptions: list[str]) -> dict:
+        return {
+            "main_images": self._arrays["main_images"][env_ids].copy(),
+            "wrist_images": self._arrays["wrist_images"][env_ids].copy(),
+            "states": self._arrays["states"][env_ids].copy(),
+            "task_descriptions": descriptions,
+        }
+
+    def _reset_envs(self, env_ids, task_ids, init_state_ids):
+        groups = self._by_worker(env_ids)
+        self.task_ids[env_ids] = task_ids  # so that errors name the tasks being reset
+        messages = {
+            w: ("reset", [(self._local(w, int(env_ids[p])), int(task_ids[p]), int(init_state_ids[p])) for p in pos])
+            for w, pos in groups.items()
+        }
+        replies = self._call(messages, "reset")
+        descriptions = [""] * len(env_ids)
+        for w, pos in groups.items():
+            for p, text in zip(pos, replies[w]):
+                descriptions[p] = text
+        return self._gather(env_ids, descriptions)
+
+    def _step_envs(self, env_ids, actions):
+        groups = self._by_worker(env_ids)
+        messages = {w: ("step", ([self._local(w, int(env_ids[p])) for p in pos], actions[pos])) for w, pos in groups.items()}
+        replies = self._call(messages, "step")
+        n, chunk = actions.shape[:2]
+        rewards = np.zeros((n, chunk), np.float32)
+        terminated, truncated = np.zeros((n, chunk), bool), np.zeros((n, chunk), bool)
+        success, descriptions = np.zeros(n, bool), [""] * n
+        for w, pos in groups.items():
+            for p, (text, rew, term, trunc, ok) in zip(pos, replies[w]):
+                descriptions[p], rewards[p], terminated[p], truncated[p], success[p] = text, rew, term, trunc, ok
+        return self._gather(env_ids, descriptions), rewards, terminated, truncated, success
+
+    def close(self) -> None:
+        """Ask every worker to stop, kill the ones that do not, reap them all, free the shared memory."""
+        if self._closed:
+            return
+        self._closed = True
+        for w, (proc, conn) in enumerate(zip(self._procs, self._conns)):
+            if proc is not None and proc.is_alive():
+                try:
+                    conn.send(("close", None))
+                    if conn.poll(5):
+                        conn.recv()
+                except (EOFError, OSError):
+                    pass  # already gone: reaped below
+            self._kill(w, grace_s=5.0)
+        self._arrays = {}  # drop the views before closing the blocks they point into
+        for block in self._shm.values():
+            block.close()
+            block.unlink()
+        self._shm = {}
