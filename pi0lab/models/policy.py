@@ -1,0 +1,222 @@
+"""The bridge between environments / the RL trainer and the pi0 model.
+
+Env observation (DESIGN.md section 6): main_images / wrist_images uint8 [N,H,W,3], states float32 [N,8],
+task_descriptions (N strings). `Pi0Policy.preprocess` turns it into an `Observation`:
+
+- images resized with padding to the model's size (aspect kept, pad black), scaled to [-1,1];
+  cameras in the model's order: main -> 1st, wrist -> 2nd, any further camera (the right wrist) is
+  a black image with mask False (what LIBERO checkpoints were trained with);
+- instruction tokenized with the PaliGemma prompt format; state z-scored and zero-padded.
+
+Model output (normalised [N,H,A]) -> unnormalised actions cut to the executed chunk [N,C,E]
+(C = action_chunk, E = action_env_dim).
+
+Two trainer calls:
+- `rollout(obs)`: sample a denoising chain with the chosen noise method (pi0lab.flow), return actions,
+  the chain, its noisy-step indices, log-probs (executed chunk, real action dims, summed over noisy
+  steps) and values.
+- `evaluate(obs, chain, noisy_steps)`: the same log-probs, values and entropy recomputed under the
+  current weights, with gradients. With unchanged weights they equal the rollout's.
+
+The value is V(mean of action-token features at the chain's first step, x = stored noise, t = 1),
+so rollout and training compute the very same quantity.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pi0lab.flow import METHODS, chunk_logprob, gaussian_entropy, recompute_logprobs, sample_chain
+from pi0lab.models.checkpoint import load_pi0
+from pi0lab.models.config import PALIGEMMA_VOCAB_SIZE
+from pi0lab.models.normalize import NormStats, normalize, unnormalize
+from pi0lab.models.pi0 import Observation, Pi0, PrefixCache
+from pi0lab.models.tokenizer import PaligemmaTokenizer
+
+
+def resize_with_pad(images: Tensor, size: int) -> Tensor:
+    """uint8 [N,H,W,3] -> float [N,3,size,size] in [-1,1], resized without distortion and padded black.
+
+    Scale r = max(H, W) / size; bilinear resize to (int(H/r), int(W/r)) rounded back to uint8 levels,
+    centred with the odd pixel at the bottom/right (openpi's resize_with_pad), then x / 255 * 2 - 1.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [N,H,W,3], got {images.dtype} {tuple(images.shape)}")
+    x = images.permute(0, 3, 1, 2).float()  # [N,3,H,W]
+    height, width = x.shape[-2:]
+    if (height, width) != (size, size):
+        ratio = max(height / size, width / size)
+        new_h, new_w = int(height / ratio), int(width / ratio)
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False).round().clamp(0, 255)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        x = F.pad(x, (left, size - new_w - left, top, size - new_h - top), value=0.0)
+    return x / 255.0 * 2.0 - 1.0
+
+
+class Pi0Policy(nn.Module):
+    """pi0 + tokenizer + norm stats + the RL sampling recipe.
+
+    noise_method: "flow_sde" (one noisy step per call), "cps", "reinflow" (learned std, every step; needs
+    the model's noise head) or "ode". `train_expert_only` freezes SigLIP, projector, embedding and VLM.
+    """
+
+    def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
+                 action_chunk: int = 5, action_env_dim: int = 7, num_steps: int = 4, noise_method: str = "flow_sde",
+                 noise_level: float = 0.5, train_expert_only: bool = False):
+        super().__init__()
+        config = model.config
+        tokenizer = tokenizer or PaligemmaTokenizer(model.tokenizer_path, max_len=config.max_token_len)
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model's vocab is {config.vocab_size}")
+        if tokenizer.is_shipped and config.vocab_size == PALIGEMMA_VOCAB_SIZE:
+            raise ValueError("this model uses PaliGemma's vocabulary: pass tokenizer=PaligemmaTokenizer("
+                             "'/path/to/paligemma_tokenizer.model'); the shipped tokenizer's ids mean other words")
+        missing = {"state", "actions"} - set(norm_stats)
+        if missing:
+            raise ValueError(f"norm_stats lacks {sorted(missing)}; compute them with compute_norm_stats")
+        if noise_method not in METHODS:
+            raise ValueError(f"unknown noise_method {noise_method!r}; expected one of {METHODS}")
+        if noise_method == "reinflow" and not config.noise_head:
+            raise ValueError("noise_method 'reinflow' needs a model built with Pi0Config(noise_head=True)")
+        if not 1 <= action_chunk <= config.action_horizon:
+            raise ValueError(f"action_chunk must be in [1, {config.action_horizon}], got {action_chunk}")
+        if max(norm_stats["state"].dim, norm_stats["actions"].dim) > config.action_dim:
+            raise ValueError(f"norm stats are wider than the model's action_dim {config.action_dim}")
+        if norm_stats["actions"].dim < action_env_dim:
+            raise ValueError(f"action stats cover {norm_stats['actions'].dim} dims < action_env_dim {action_env_dim}")
+        self.model, self.tokenizer, self.norm_stats = model, tokenizer, norm_stats
+        self.action_chunk, self.action_env_dim, self.num_steps = action_chunk, action_env_dim, num_steps
+        self.noise_method, self.noise_level = noise_method, noise_level
+        self.train_expert_only = train_expert_only
+        if train_expert_only:
+            for part in (model.vision, model.projector, model.embed_tokens, model.vlm):
+                part.requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path, tokenizer: PaligemmaTokenizer | None = None, **kwargs) -> "Pi0Policy":
+        """Load weights + norm stats (+ tokenizer reference) from any checkpoint `load_pi0` reads."""
+        model = load_pi0(path)
+        if model.norm_stats is None:
+            raise ValueError(f"{path} carries no norm stats; build Pi0Policy(model, norm_stats=...) yourself")
+        return cls(model, model.norm_stats, tokenizer, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.action_out_proj.weight.device
+
+    def _autocast(self):
+        """bf16 autocast on CUDA, plain fp32 elsewhere."""
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    # ----------------------------------------------------------------------------- env <-> model
+
+    def preprocess(self, env_obs: dict) -> Observation:
+        """Env observation dict -> model `Observation` on the policy's device."""
+        config, device = self.model.config, self.device
+        main = torch.as_tensor(env_obs["main_images"])
+        n = main.shape[0]
+        sources = [main, torch.as_tensor(env_obs["wrist_images"])]
+        images, masks = {}, {}
+        for index, camera in enumerate(config.cameras):
+            if index < len(sources):
+                images[camera] = resize_with_pad(sources[index], config.vision.image_size).to(device)
+                masks[camera] = torch.ones(n, dtype=torch.bool, device=device)
+            else:  # a camera the env does not have: black image, masked out
+                images[camera] = torch.full((n, 3, config.vision.image_size, config.vision.image_size), -1.0,
+                                            device=device)
+                masks[camera] = torch.zeros(n, dtype=torch.bool, device=device)
+        tokens, token_mask = self.tokenizer.tokenize(list(env_obs["task_descriptions"]))
+        state = torch.as_tensor(env_obs["states"], dtype=torch.float32)
+        state = normalize(state, self.norm_stats["state"], pad_to=config.action_dim)
+        return Observation(images=images, image_masks=masks, state=state.to(device), tokens=tokens.to(device),
+                           token_mask=token_mask.to(device))
+
+    def postprocess(self, actions: Tensor) -> Tensor:
+        """Normalised model actions [N,H,A] -> env actions [N,C,E] (unnormalised, executed chunk, real dims)."""
+        env_actions = unnormalize(actions.float(), self.norm_stats["actions"])
+        return env_actions[:, : self.action_chunk, : self.action_env_dim]
+
+    # ----------------------------------------------------------------------------- flow pieces
+
+    def _prefix(self, obs: Observation) -> PrefixCache:
+        with self._autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.train_expert_only):
+            return self.model.prefill(obs)
+
+    def _velocity_fn(self, cache: PrefixCache, state: Tensor):
+        def velocity(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            with self._autocast():
+                v, features = self.model.denoise_step(cache, state, x, t)
+            return v.float(), features.float()
+
+        return velocity
+
+    def _std_fn(self):
+        if self.noise_method != "reinflow":
+            return None
+        return lambda features, t: self.model.noise_head(features)
+
+    def _value(self, features: Tensor) -> Tensor | None:
+        return self.model.value_head(features) if self.model.config.value_head else None
+
+    def _chunk_logprob(self, per_step: Tensor) -> Tensor:
+        """[N,K,H,A] elementwise log-probs of the noisy steps -> [N] (executed chunk, real dims, summed over K)."""
+        return chunk_logprob(per_step, self.action_chunk, self.action_env_dim).sum(dim=1)
+
+    # ----------------------------------------------------------------------------- trainer calls
+
+    @torch.no_grad()
+    def rollout(self, env_obs: dict, deterministic: bool = False, generator: torch.Generator | None = None) -> dict:
+        """Sample actions for a batch of env observations.
+
+        Returns actions [N,C,E] (env units), chain [N,S+1,H,A], noisy_steps [N,K] long,
+        logprobs [N] (0 when deterministic), values [N] (None without a value head).
+        deterministic=True runs the plain ODE (evaluation).
+        """
+        obs = self.preprocess(env_obs)
+        config = self.model.config
+        shape = (obs.batch_size, config.action_horizon, config.action_dim)
+        noise = torch.randn(shape, generator=generator, device=self.device)
+        cache = self._prefix(obs)
+        first_features = []
+
+        velocity_fn = self._velocity_fn(cache, obs.state)
+
+        def recording_velocity(x: Tensor, t: Tensor):
+            v, features = velocity_fn(x, t)
+            if not first_features:
+                first_features.append(features)  # step 0: x = noise, t = 1 (the value's input)
+            return v, features
+
+        method = "ode" if deterministic else self.noise_method
+        chain = sample_chain(recording_velocity, noise, self.num_steps, method=method, noise_level=self.noise_level,
+                             std_fn=self._std_fn() if method == "reinflow" else None, generator=generator)
+        return {
+            "actions": self.postprocess(chain.actions),
+            "chain": chain.chain,
+            "noisy_steps": chain.noisy_steps,
+            "logprobs": self._chunk_logprob(chain.noisy_logprobs),
+            "values": self._value(first_features[0]),
+        }
+
+    def evaluate(self, env_obs: dict, chain: Tensor, noisy_steps: Tensor) -> dict:
+        """Log-probs [N], values [N] (or None) and entropy [N] of stored chains under the current weights.
+
+        Entropy is the mean Gaussian entropy of the noisy transitions over the executed chunk and real dims.
+        Runs with gradients (the PPO update).
+        """
+        obs = self.preprocess(env_obs)
+        cache = self._prefix(obs)
+        velocity_fn = self._velocity_fn(cache, obs.state)
+        transitions = recompute_logprobs(velocity_fn, chain, noisy_steps, self.noise_method,
+                                         noise_level=self.noise_level, std_fn=self._std_fn())
+        entropy = gaussian_entropy(transitions.stds)[:, :, : self.action_chunk, : self.action_env_dim]
+        values = None
+        if self.model.config.value_head:
+            t_start = torch.ones(chain.shape[0], device=chain.device)
+            _, features = velocity_fn(chain[:, 0], t_start)
+            values = self._value(features)
+        return {
+            "logprobs": self._chunk_logprob(transitions.logprobs),
+            "values": values,
+            "entropy": entropy.mean(dim=(1, 2, 3)),
+        }
