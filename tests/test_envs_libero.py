@@ -84,6 +84,7 @@ def test_missing_libero_says_what_to_install(monkeypatch):
     for name in ("libero", "libero.libero", "libero.libero.benchmark", "libero.libero.envs"):
         monkeypatch.setitem(sys.modules, name, None)  # what Python does for a package that is absent
     monkeypatch.setenv("MUJOCO_GL", "egl")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
     with pytest.raises(ImportError, match="LIBERO is not installed") as error:
         import_libero()
     message = str(error.value)
@@ -106,6 +107,14 @@ def test_missing_gl_library_says_what_to_install():
     assert result.returncode != 0
     assert "RuntimeError: LIBERO could not load its GL libraries (MUJOCO_GL=osmesa)" in result.stderr
     assert "apt-get install libosmesa6" in result.stderr
+
+
+@pytest.mark.parametrize("mujoco_gl, pyopengl_platform", [("glfw", "glfw"), ("egl", "osmesa")])
+def test_renderer_is_chosen_explicitly(monkeypatch, mujoco_gl, pyopengl_platform):
+    monkeypatch.setenv("MUJOCO_GL", mujoco_gl)
+    monkeypatch.setenv("PYOPENGL_PLATFORM", pyopengl_platform)
+    with pytest.raises(ValueError, match=r"MUJOCO_GL = PYOPENGL_PLATFORM = one of \['egl', 'osmesa'\]"):
+        import_libero()
 
 
 def test_setup_and_pyproject_install_what_the_errors_name():

@@ -22,10 +22,11 @@ Observation (single env):
 Reward: 1 at the sub-step where LIBERO's goal predicate first holds (the episode then terminates),
 else 0 -- RLinf's relative reward (success_t - success_{t-1}) for an episode that ends at success.
 
-Renderer: `MUJOCO_GL` / `PYOPENGL_PLATFORM`, set to `egl` before MuJoCo is imported unless the user
-has set them. EGL renders on a GPU (hardware) or on the CPU through Mesa (Debian `libegl1
-libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 libglib2.0-0`); `MUJOCO_GL=osmesa` (Debian
-`libosmesa6`) is the CPU-only alternative and is used only when asked for -- there is no fallback.
+Renderer: `MUJOCO_GL` / `PYOPENGL_PLATFORM`, both set to `egl` before MuJoCo is imported unless the
+user has set them. EGL renders on a GPU (hardware) or on the CPU through Mesa's llvmpipe (Debian
+`libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 libglib2.0-0`). `MUJOCO_GL=osmesa` (Debian
+`libosmesa6`) is the CPU-only alternative, used only when the user sets it; other values raise.
+There is no automatic fallback: a renderer that fails raises an error that says what to install.
 """
 
 from __future__ import annotations
@@ -94,20 +95,24 @@ def libero_state(raw_obs: dict) -> np.ndarray:
 # ---- importing LIBERO ------------------------------------------------------------------------------
 
 
-def renderer() -> str:
+def choose_renderer() -> str:
     """Choose the MuJoCo GL backend: the user's `MUJOCO_GL`, else `egl`; `PYOPENGL_PLATFORM` follows.
 
     Must run before robosuite / MuJoCo are imported (they read both variables at import).
     """
     backend = os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    platform = os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    if backend not in APT_PACKAGES or platform != backend:
+        raise ValueError(
+            f"LIBERO renders headless with MUJOCO_GL = PYOPENGL_PLATFORM = one of {sorted(APT_PACKAGES)} "
+            f"(egl when unset); got MUJOCO_GL={backend!r}, PYOPENGL_PLATFORM={platform!r}"
+        )
     return backend
 
 
 def install_hint(backend: str) -> str:
-    """What to install for LIBERO with a given renderer backend."""
-    apt = " ".join(APT_PACKAGES.get(backend, APT_PACKAGES["egl"]))
-    return f"install the LIBERO extra and the headless GL libraries:\n  {PIP_INSTALL}\n  apt-get install {apt}"
+    """What to install for LIBERO with a given renderer backend (a key of APT_PACKAGES)."""
+    return f"install the LIBERO extra and the headless GL libraries:\n  {PIP_INSTALL}\n  apt-get install {' '.join(APT_PACKAGES[backend])}"
 
 
 def import_libero():
@@ -116,7 +121,7 @@ def import_libero():
     A missing package raises ImportError and a GL library that cannot load raises RuntimeError; both
     say exactly what to install.
     """
-    backend = renderer()
+    backend = choose_renderer()
     try:
         libero = importlib.import_module("libero.libero")
         benchmark = importlib.import_module("libero.libero.benchmark")
@@ -155,10 +160,10 @@ class LiberoEnv(SingleEnv):
     ):
         if suite not in MAX_EPISODE_STEPS:
             raise ValueError(f"unknown LIBERO suite {suite!r}; valid: {', '.join(MAX_EPISODE_STEPS)}")
-        if not (isinstance(image_size, int) and image_size > 0):
+        if not (isinstance(image_size, (int, np.integer)) and image_size > 0):
             raise ValueError(f"image_size must be a positive int (square cameras); got {image_size!r}")
         max_episode_steps = MAX_EPISODE_STEPS[suite] if max_episode_steps is None else max_episode_steps
-        if not (isinstance(max_episode_steps, int) and max_episode_steps > 0):
+        if not (isinstance(max_episode_steps, (int, np.integer)) and max_episode_steps > 0):
             raise ValueError(f"max_episode_steps must be a positive int; got {max_episode_steps!r}")
         benchmark, get_libero_path, self._make_world_class = import_libero()
         self.suite = suite
