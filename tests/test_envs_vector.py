@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from env_contract import check_vector_env_contract
 from pi0lab.envs.base import SingleEnv
-from pi0lab.envs.vector import SyncVectorEnv
+from pi0lab.envs.tabletop import TabletopEnv, TabletopVectorEnv
+from pi0lab.envs.vector import EnvWorkerError, SubprocVectorEnv, SyncVectorEnv
 
 
 class LineWorld(SingleEnv):
@@ -84,3 +91,92 @@ def test_auto_reset_starts_a_new_episode_at_the_chunk_boundary():
     assert obs["states"][0, 0] == pytest.approx(0.1 * env.init_state_ids[0])
     _, _, terminated, _, info = env.step(np.zeros((1, 2, 7)))
     assert not terminated.any() and info["episode_len"][0] == 2 and not info["success_once"][0]
+
+
+# ---- the subprocess vector env -------------------------------------------------------------------
+
+
+class FaultyLine(LineWorld):
+    """LineWorld whose task 1 hangs and task 2 crashes the process inside step_chunk."""
+
+    def step_chunk(self, actions):
+        if self.task == 1:
+            time.sleep(3600)
+        if self.task == 2:
+            os._exit(3)
+        return super().step_chunk(actions)
+
+
+class SlowLine(LineWorld):
+    def step_chunk(self, actions):
+        time.sleep(0.5)
+        return super().step_chunk(actions)
+
+
+def test_subprocess_env_meets_the_contract_and_matches_in_process_tabletop():
+    factory = functools.partial(TabletopEnv, "tabletop_goal", 32)
+    with SubprocVectorEnv([factory] * 3, num_workers=2, seed=1) as env:
+        check_vector_env_contract(env, twin=TabletopVectorEnv("tabletop_goal", 3, image_size=32, seed=1))
+        local = TabletopVectorEnv("tabletop_goal", 3, image_size=32, seed=1)
+        tasks, inits = [0, 5, 9], [3, 4, 49]
+        a, b = env.reset(tasks, inits), local.reset(tasks, inits)
+        actions = local.expert_actions(8)
+        out_a, out_b = env.step(actions), local.step(actions)
+    for key in ("main_images", "wrist_images", "states"):
+        np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(out_a[0][key], out_b[0][key])
+    for x, y in zip(out_a[1:4], out_b[1:4]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_crashed_worker_is_named_restarted_and_reaped():
+    with SubprocVectorEnv([FaultyLine] * 4, num_workers=2, timeout_s=20) as env:
+        procs = _crash_restart_and_step(env)
+    assert all(p is None for p in env._procs)
+    assert all(not p.is_alive() and p.exitcode is not None for p in procs)
+
+
+def _crash_restart_and_step(env):
+    procs = list(env._procs)
+    env.reset(task_ids=[0, 0, 2, 0], init_state_ids=[0, 0, 0, 0])
+    with pytest.raises(EnvWorkerError, match=r"env worker 1 .*env 2: task 2 .*died during step \(exit code 3\)") as err:
+        env.step(np.zeros((4, 2, 7)))
+    assert err.value.worker == 1
+    with pytest.raises(EnvWorkerError, match="restart_worker"):
+        env.step(np.zeros((4, 2, 7)))
+    env.restart_worker(1)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros((4, 2, 7)))
+    env.reset(task_ids=[0, 0, 0, 0], init_state_ids=[1, 1, 1, 1])
+    assert env.step(np.ones((4, 2, 7)))[4]["episode_len"].tolist() == [2, 2, 2, 2]
+    return procs + list(env._procs)
+
+
+def test_a_hung_worker_times_out_with_its_task_named():
+    with SubprocVectorEnv([FaultyLine] * 2, num_workers=2, timeout_s=1.5) as env:
+        procs = list(env._procs)
+        env.reset(task_ids=[1, 0], init_state_ids=[0, 0])
+        with pytest.raises(EnvWorkerError, match=r"env worker 0 .*env 0: task 1 'move right past 1.1'.*within 1.5 s \(hung\)"):
+            env.step(np.zeros((2, 1, 7)))
+        env.restart_worker(0)
+        env.reset(task_ids=[0, 0], init_state_ids=[0, 0])
+        env.step(np.zeros((2, 1, 7)))
+        procs += list(env._procs)
+    assert all(not p.is_alive() for p in procs)
+
+
+def test_a_worker_killed_mid_step_raises_and_close_reaps_everything():
+    with SubprocVectorEnv([SlowLine] * 2, num_workers=2, timeout_s=20) as env:
+        procs = list(env._procs)
+        env.reset(task_ids=[0, 0], init_state_ids=[0, 0])
+        killer = threading.Timer(0.2, os.kill, args=(procs[1].pid, signal.SIGKILL))
+        killer.start()
+        with pytest.raises(EnvWorkerError, match=r"env worker 1 .*died during step \(exit code -9\)"):
+            env.step(np.zeros((2, 1, 7)))
+        killer.join()
+        env.restart_worker(1)
+        env.reset(task_ids=[0, 0], init_state_ids=[0, 0])
+        env.step(np.zeros((2, 1, 7)))
+        procs += list(env._procs)
+    assert all(not p.is_alive() and p.exitcode is not None for p in procs)
+    assert not env._shm  # shared memory unlinked

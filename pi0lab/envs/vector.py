@@ -88,18 +88,6 @@ class EnvWorkerError(RuntimeError):
         self.worker = worker
 
 
-def _attach(names: dict) -> dict[str, shared_memory.SharedMemory]:
-    """Open the parent's shared-memory blocks without handing them to this process's resource tracker
-    (the parent owns them and unlinks them in `close`)."""
-    from multiprocessing import resource_tracker
-
-    blocks = {}
-    for key, name in names.items():
-        blocks[key] = shared_memory.SharedMemory(name=name)
-        resource_tracker.unregister(blocks[key]._name, "shared_memory")
-    return blocks
-
-
 def _shm_arrays(blocks: dict, num_envs: int, size: int) -> dict[str, np.ndarray]:
     return {
         "main_images": np.ndarray((num_envs, size, size, 3), np.uint8, buffer=blocks["main_images"].buf),
@@ -121,13 +109,16 @@ def _worker_main(conn, factories, env_ids) -> None:
         return obs["task_description"]
 
     while True:
-        command, payload = conn.recv()
+        try:
+            command, payload = conn.recv()
+        except (EOFError, ConnectionResetError):
+            return  # the parent is gone
         try:
             if command == "describe":
                 reply = _describe(envs[0])
             elif command == "attach":
                 names, num_envs, size = payload
-                blocks = _attach(names)
+                blocks = {key: shared_memory.SharedMemory(name=name) for key, name in names.items()}
                 arrays = _shm_arrays(blocks, num_envs, size)
                 reply = None
             elif command == "reset":
@@ -233,10 +224,11 @@ class SubprocVectorEnv(_SuiteFacts, VectorEnv):
         """Send one message per worker, then collect every answer before one shared deadline.
 
         Every worker is drained before an error is raised, so the pipes stay in step."""
-        for w, message in messages.items():
+        for w in messages:
             if self._procs[w] is None:
                 raise EnvWorkerError(f"{self._who(w)} is gone after an earlier failure; call restart_worker({w}) "
                                      "and reset()", w)
+        for w, message in messages.items():
             self._conns[w].send(message)
         deadline = time.monotonic() + self.timeout_s
         replies, failures = {}, []

@@ -41,7 +41,7 @@ FINGER_COLOR = (0.4, 0.4, 0.44)
 CABINET_COLOR = (0.5, 0.34, 0.2)
 DRAWER_COLOR = (0.62, 0.45, 0.28)
 HANDLE_COLOR = (0.2, 0.2, 0.2)
-MAIN_EYE, MAIN_TARGET, MAIN_FOV = (0.0, -0.62, 0.56), (0.0, 0.06, 0.0), 52.0
+MAIN_EYE, MAIN_TARGET, MAIN_FOV = (0.0, -0.55, 0.62), (0.0, 0.04, 0.0), 54.0
 WRIST_HEIGHT, WRIST_FOV = 0.16, 75.0  # above the palm, which the wrist view leaves out
 
 
