@@ -29,7 +29,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
     """Mean of x over the entries where mask is True (all entries when mask is None).
 
     sum(m * x) / max(sum(m), 1): an all-False mask gives 0, so a micro-batch with no valid
-    entry contributes nothing. Masked-out entries are never read (NaN there is harmless).
+    entry contributes nothing. The values of masked-out entries do not affect the result.
     """
     if mask is None:
         return x.mean()
