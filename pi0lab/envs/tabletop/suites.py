@@ -278,7 +278,7 @@ class Resolved:
 
 def resolve_goals(world: World, goals) -> tuple[Resolved, ...]:
     return tuple(
-        Resolved("open", -1, -1) if g.kind == "open" else Resolved("on", resolve(world, g.thing), resolve(world, g.target))
+        Resolved("open", resolve(world, "cabinet"), -1) if g.kind == "open" else Resolved("on", resolve(world, g.thing), resolve(world, g.target))
         for g in goals
     )
 
