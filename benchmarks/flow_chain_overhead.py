@@ -48,20 +48,21 @@ def main() -> None:
     noise = torch.randn(args.batch, HORIZON, ACTION_DIM)
     gen = torch.Generator().manual_seed(0)
     print(f"batch {args.batch}, actions [{HORIZON},{ACTION_DIM}], torch threads {torch.get_num_threads()}")
-    print(f"{'steps':>5} {'bare Euler':>11} {'ode chain':>10} {'sde one':>9} {'sde all':>9} {'recompute one':>14} {'recompute all':>14}  (ms)")
+    header = ["bare Euler", "ode chain", "sde one", "sde all", "recompute one", "recompute all"]
+    print("steps " + " ".join(f"{name:>14}" for name in header) + "  (ms per call)")
     with torch.no_grad():
         for n in args.steps:
             one = sample_chain(velocity, noise, n, "flow_sde", 0.5, "one", generator=gen)
             every = sample_chain(velocity, noise, n, "flow_sde", 0.5, "all", generator=gen)
-            row = [
-                milliseconds(lambda: bare_euler(velocity, noise, n), args.repeats),
-                milliseconds(lambda: sample_chain(velocity, noise, n, "ode"), args.repeats),
-                milliseconds(lambda: sample_chain(velocity, noise, n, "flow_sde", 0.5, "one", generator=gen), args.repeats),
-                milliseconds(lambda: sample_chain(velocity, noise, n, "flow_sde", 0.5, "all", generator=gen), args.repeats),
-                milliseconds(lambda: recompute_logprobs(velocity, one.chain, one.noisy_steps, "flow_sde", 0.5), args.repeats),
-                milliseconds(lambda: recompute_logprobs(velocity, every.chain, every.noisy_steps, "flow_sde", 0.5), args.repeats),
+            calls = [
+                lambda: bare_euler(velocity, noise, n),
+                lambda: sample_chain(velocity, noise, n, "ode"),
+                lambda: sample_chain(velocity, noise, n, "flow_sde", 0.5, "one", generator=gen),
+                lambda: sample_chain(velocity, noise, n, "flow_sde", 0.5, "all", generator=gen),
+                lambda: recompute_logprobs(velocity, one.chain, one.noisy_steps, "flow_sde", 0.5),
+                lambda: recompute_logprobs(velocity, every.chain, every.noisy_steps, "flow_sde", 0.5),
             ]
-            print(f"{n:>5} {row[0]:>11.2f} {row[1]:>10.2f} {row[2]:>9.2f} {row[3]:>9.2f} {row[4]:>14.2f} {row[5]:>14.2f}")
+            print(f"{n:>5} " + " ".join(f"{milliseconds(call, args.repeats):>14.2f}" for call in calls))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,9 @@ class TinyPolicy(nn.Module):
         return bounded_std(self.noise_head(features))
 
 
-METHOD_CASES = [("flow_sde", "one"), ("flow_sde", "all"), ("flow_sde", [0, 2]), ("cps", "one"), ("cps", "all"), ("reinflow", "all")]
+METHOD_CASES = [
+    ("flow_sde", "one"), ("flow_sde", "all"), ("flow_sde", [0, 2]), ("cps", "one"), ("cps", "all"), ("reinflow", "all"),
+]
 
 
 def _chain(policy, method, noise_steps, seed, batch=6):

@@ -70,7 +70,10 @@ class Transitions:
 
 
 def gather_steps(per_step: Tensor, steps: Tensor) -> Tensor:
-    """Pick per-sample steps: per_step `[B,N,*S]`, steps `[B,K]` long -> `[B,K,*S]`, out[b,k] = per_step[b, steps[b,k]]."""
+    """Pick per-sample steps: per_step `[B,N,*S]`, steps `[B,K]` long -> `[B,K,*S]`.
+
+    out[b, k] = per_step[b, steps[b, k]]
+    """
     if steps.ndim != 2 or steps.shape[0] != per_step.shape[0]:
         raise ValueError(f"steps must be [B,K] with B = {per_step.shape[0]}, got shape {tuple(steps.shape)}")
     rows = torch.arange(per_step.shape[0], device=per_step.device)[:, None]  # [B,1]
@@ -153,7 +156,9 @@ def recompute_logprobs(
     """
     _check_method(method, std_fn)
     if method == "ode":
-        raise ValueError("an 'ode' chain has no noisy transitions; recompute log-probs of a flow_sde, cps or reinflow chain")
+        raise ValueError(
+            "an 'ode' chain has no noisy transitions; recompute log-probs of a flow_sde, cps or reinflow chain"
+        )
     if chain.ndim < 2:
         raise ValueError(f"chain must be [B,N+1,*S], got shape {tuple(chain.shape)}")
     batch, num_steps = chain.shape[0], chain.shape[1] - 1
