@@ -1,0 +1,116 @@
+"""Expert demonstrations on disk: written from the tabletop's scripted expert, read by the SFT stage.
+
+On-disk format (a directory):
+
+    index.json            {"format": "pi0lab-demos", "version": 1, "suite": str, "image_size": int,
+                           "noise_std": float, "episodes": [{"file": "episode_00000.npz",
+                           "task_id": int, "init_state_id": int, "instruction": str,
+                           "success": bool, "length": T}, ...]}
+    episode_00000.npz     main_images  uint8   [T, H, W, 3]   what the policy saw before action t
+                          wrist_images uint8   [T, H, W, 3]
+                          states       float32 [T, 8]         eef pos, axis-angle, gripper qpos
+                          actions      float32 [T, 7]         the action taken at step t (in [-1, 1])
+                          rewards      float32 [T]            1 at the step that succeeded, else 0
+
+Episodes are recorded one action per env step (chunk 1), so every step has its observation; a
+training sample is (observation t, actions t .. t+H-1), padded past the end by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pi0lab.envs.tabletop import TabletopVectorEnv
+
+FORMAT, VERSION = "pi0lab-demos", 1
+ARRAYS = ("main_images", "wrist_images", "states", "actions", "rewards")
+
+
+def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noise_std: float = 0.0) -> list[dict]:
+    """Run the expert in every env (one action per step) until each episode ends; return one dict per
+    env with the arrays of `ARRAYS` cut to the episode length, plus task_id, init_state_id,
+    instruction, success."""
+    obs = env.reset(task_ids=task_ids, init_state_ids=init_state_ids)
+    n = env.num_envs
+    steps = {key: [] for key in ARRAYS}
+    ended = np.zeros(n, bool)
+    while not ended.all():
+        actions = env.expert_actions(1, noise_std)
+        steps["main_images"].append(obs["main_images"])
+        steps["wrist_images"].append(obs["wrist_images"])
+        steps["states"].append(obs["states"])
+        steps["actions"].append(actions[:, 0].astype(np.float32))
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        steps["rewards"].append(rewards[:, 0])
+        ended |= terminated[:, 0] | truncated[:, 0]
+    stacked = {key: np.stack(value, axis=1) for key, value in steps.items()}  # [N, T_max, ...]
+    episodes = []
+    for i in range(n):
+        length = int(info["episode_len"][i])
+        episode = {key: stacked[key][i, :length] for key in ARRAYS}
+        episode.update(task_id=int(env.task_ids[i]), init_state_id=int(env.init_state_ids[i]),
+                       instruction=env.task_description(int(env.task_ids[i])), success=bool(info["success_once"][i]))
+        episodes.append(episode)
+    return episodes
+
+
+def write_demos(suite: str, out_dir: str | os.PathLike, episodes_per_task: int = 10, task_ids=None,
+                image_size: int = 64, noise_std: float = 0.0, seed: int = 0, num_envs: int = 16) -> Path:
+    """Record `episodes_per_task` expert episodes (init states 0..n-1) for each task and write them
+    in the format above; return the index path."""
+    env = TabletopVectorEnv(suite, num_envs, image_size=image_size, seed=seed)
+    task_ids = list(range(env.num_tasks)) if task_ids is None else list(task_ids)
+    if not 1 <= episodes_per_task <= env.num_init_states(0):
+        raise ValueError(f"episodes_per_task must be in 1..{env.num_init_states(0)} (one per init state)")
+    pairs = [(t, k) for t in task_ids for k in range(episodes_per_task)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"format": FORMAT, "version": VERSION, "suite": suite, "image_size": image_size,
+             "noise_std": noise_std, "episodes": []}
+    with tqdm(total=len(pairs), desc=f"demos {suite}") as bar:
+        for start in range(0, len(pairs), num_envs):
+            batch = pairs[start:start + num_envs]
+            batch = batch + [batch[-1]] * (num_envs - len(batch))  # pad the last batch; extras are dropped
+            episodes = record_expert_episodes(env, [t for t, _ in batch], [k for _, k in batch], noise_std)
+            for episode in episodes[: min(num_envs, len(pairs) - start)]:
+                name = f"episode_{len(index['episodes']):05d}.npz"
+                np.savez_compressed(out / name, **{key: episode[key] for key in ARRAYS})
+                index["episodes"].append({"file": name, "task_id": episode["task_id"],
+                                          "init_state_id": episode["init_state_id"],
+                                          "instruction": episode["instruction"], "success": episode["success"],
+                                          "length": len(episode["actions"])})
+                bar.update()
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return out / "index.json"
+
+
+def read_demo_index(demo_dir: str | os.PathLike) -> dict:
+    """The parsed index.json of a demo directory (checked to be this format)."""
+    path = Path(demo_dir) / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no demo index at {path}; write one with pi0lab.envs.demos.write_demos")
+    index = json.loads(path.read_text())
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise ValueError(f"{path} is not a {FORMAT} v{VERSION} index (format={index.get('format')!r}, "
+                         f"version={index.get('version')!r})")
+    return index
+
+
+def read_demos(demo_dir: str | os.PathLike, only_success: bool = True) -> list[dict]:
+    """Every episode of a demo directory: the index entry plus its arrays (see the module docstring)."""
+    index = read_demo_index(demo_dir)
+    episodes = []
+    for entry in index["episodes"]:
+        if only_success and not entry["success"]:
+            continue
+        with np.load(Path(demo_dir) / entry["file"]) as arrays:
+            episode = dict(entry, **{key: arrays[key] for key in ARRAYS})
+        if len(episode["actions"]) != entry["length"]:
+            raise ValueError(f"{entry['file']}: {len(episode['actions'])} actions but the index says {entry['length']}")
+        episodes.append(episode)
+    return episodes
