@@ -40,11 +40,11 @@ def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noi
     steps = {key: [] for key in ARRAYS}
     ended = np.zeros(n, bool)
     while not ended.all():
-        actions = env.expert_actions(1, noise_std)
+        actions = env.expert_actions(1, noise_std).astype(np.float32)  # stored and executed alike
         steps["main_images"].append(obs["main_images"])
         steps["wrist_images"].append(obs["wrist_images"])
         steps["states"].append(obs["states"])
-        steps["actions"].append(actions[:, 0].astype(np.float32))
+        steps["actions"].append(actions[:, 0])
         obs, rewards, terminated, truncated, info = env.step(actions)
         steps["rewards"].append(rewards[:, 0])
         ended |= terminated[:, 0] | truncated[:, 0]
