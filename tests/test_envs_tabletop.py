@@ -10,7 +10,7 @@ import pytest
 from env_contract import check_vector_env_contract
 from pi0lab.envs import TABLETOP_SUITES, make_env
 from pi0lab.envs.tabletop.expert import expert_action
-from pi0lab.envs.tabletop.render import MAIN_CAMERA, render_worlds
+from pi0lab.envs.tabletop.render import render_worlds
 from pi0lab.envs.tabletop.suites import SUITES, holds, make_world, resolve_goals
 from pi0lab.envs.tabletop.world import DRAWER_TRAVEL, HANDLE, HELD, TABLE, Thing, World
 

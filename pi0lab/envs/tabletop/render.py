@@ -38,7 +38,6 @@ TABLE_COLORS = (np.array([0.66, 0.64, 0.6]), np.array([0.6, 0.58, 0.54]))  # 10 
 BACKGROUND = (np.array([0.28, 0.3, 0.34]), np.array([0.16, 0.17, 0.2]))  # top, bottom of the image
 GRIPPER_COLOR = (0.22, 0.22, 0.25)
 FINGER_COLOR = (0.4, 0.4, 0.44)
-CABINET_COLOR = (0.5, 0.34, 0.2)
 DRAWER_COLOR = (0.62, 0.45, 0.28)
 HANDLE_COLOR = (0.2, 0.2, 0.2)
 MAIN_EYE, MAIN_TARGET, MAIN_FOV = (0.0, -0.55, 0.62), (0.0, 0.04, 0.0), 54.0
@@ -323,4 +322,4 @@ def _render_frames(frames: list, size: int) -> np.ndarray:
     _cast(cams, rays, boxes, frame_of_box, depth, color, size)
     casters, frame_of_caster = _concat([f[3] for f in frames])
     _shade_shadows(cams, rays, casters, frame_of_caster, depth, color, size)
-    return (np.clip(color, 0, 1) * 255).astype(np.uint8).reshape(len(frames), size, size, 3)
+    return (color * 255).astype(np.uint8).reshape(len(frames), size, size, 3)  # colours and shades are <= 1
