@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import threading
@@ -13,7 +12,8 @@ import pytest
 
 from env_contract import check_vector_env_contract
 from pi0lab.envs.base import SingleEnv
-from pi0lab.envs.tabletop import TabletopEnv, TabletopVectorEnv
+from pi0lab.envs import make_env
+from pi0lab.envs.tabletop import TabletopVectorEnv
 from pi0lab.envs.vector import EnvWorkerError, SubprocVectorEnv, SyncVectorEnv
 
 
@@ -107,6 +107,11 @@ class FaultyLine(LineWorld):
         return super().step_chunk(actions)
 
 
+class BrokenLine(LineWorld):
+    def __init__(self):
+        raise ValueError("simulator assets missing")
+
+
 class SlowLine(LineWorld):
     def step_chunk(self, actions):
         time.sleep(0.5)
@@ -114,8 +119,8 @@ class SlowLine(LineWorld):
 
 
 def test_subprocess_env_meets_the_contract_and_matches_in_process_tabletop():
-    factory = functools.partial(TabletopEnv, "tabletop_goal", 32)
-    with SubprocVectorEnv([factory] * 3, num_workers=2, seed=1) as env:
+    with make_env("tabletop_goal", 3, image_size=32, seed=1, num_workers=2) as env:
+        assert isinstance(env, SubprocVectorEnv)
         check_vector_env_contract(env, twin=TabletopVectorEnv("tabletop_goal", 3, image_size=32, seed=1))
         local = TabletopVectorEnv("tabletop_goal", 3, image_size=32, seed=1)
         tasks, inits = [0, 5, 9], [3, 4, 49]
@@ -180,3 +185,8 @@ def test_a_worker_killed_mid_step_raises_and_close_reaps_everything():
         procs += list(env._procs)
     assert all(not p.is_alive() and p.exitcode is not None for p in procs)
     assert not env._shm  # shared memory unlinked
+
+
+def test_a_worker_that_cannot_build_its_env_reports_why():
+    with pytest.raises(EnvWorkerError, match=r"env worker 0 \(envs 0-1, starting up\) raised during start:(?s:.*)simulator assets missing"):
+        SubprocVectorEnv([BrokenLine] * 2, num_workers=1, timeout_s=20)

@@ -97,8 +97,12 @@ def _shm_arrays(blocks: dict, num_envs: int, size: int) -> dict[str, np.ndarray]
 
 
 def _worker_main(conn, factories, env_ids) -> None:
-    """Worker loop: build the envs, then answer (command, payload) messages until "close"."""
-    envs = [factory() for factory in factories]
+    """Worker loop: build the envs, then answer (command, payload) messages until "close".
+    A failure to build the envs is the answer to every message, so the parent raises it."""
+    try:
+        envs, build_error = [factory() for factory in factories], None
+    except Exception:  # reported to the parent, which raises EnvWorkerError with this traceback
+        envs, build_error = [], traceback.format_exc()
     arrays, blocks = None, None
 
     def write(local: int, obs: dict) -> str:
@@ -113,6 +117,9 @@ def _worker_main(conn, factories, env_ids) -> None:
             command, payload = conn.recv()
         except (EOFError, ConnectionResetError):
             return  # the parent is gone
+        if build_error is not None:
+            conn.send(("error", build_error))
+            continue
         try:
             if command == "describe":
                 reply = _describe(envs[0])

@@ -85,10 +85,13 @@ class TabletopEnv(SingleEnv):
         return rewards, terminated, truncated
 
     def expert_actions(self, chunk: int, noise_std: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The scripted expert's next `chunk` actions [chunk, 7] (Gaussian noise of `noise_std` on dims 0-5)."""
+        """The scripted expert's next `chunk` actions [chunk, 7]; with `noise_std` > 0, Gaussian noise
+        drawn from `rng` is added to dims 0-5 of each action (the next action corrects it)."""
         if self.world is None:
             raise RuntimeError("call reset() before expert_actions()")
-        return expert_chunk(self.world, self.goals, chunk, noise_std, rng or np.random.default_rng())
+        if noise_std < 0 or (noise_std > 0 and rng is None):
+            raise ValueError(f"noise_std must be >= 0 and needs an rng when > 0; got noise_std={noise_std}, rng={rng}")
+        return expert_chunk(self.world, self.goals, chunk, noise_std, rng)
 
 
 class TabletopVectorEnv(SyncVectorEnv):

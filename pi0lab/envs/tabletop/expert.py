@@ -141,7 +141,7 @@ def expert_action(world: World, goals: tuple[Resolved, ...]) -> np.ndarray:
     return _move(world, world.eef, world.yaw, close=world.held != NOTHING)
 
 
-def expert_chunk(world: World, goals, chunk: int, noise_std: float, rng: np.random.Generator) -> np.ndarray:
+def expert_chunk(world: World, goals, chunk: int, noise_std: float, rng: np.random.Generator | None) -> np.ndarray:
     """Plan `chunk` actions [chunk, 7] by running the (optionally noisy) expert on a copy of the world."""
     sim = world.copy()
     actions = np.zeros((chunk, 7))
