@@ -238,35 +238,39 @@ def _cast(cams: _Cameras, rays, boxes: Boxes, frame_of_box: np.ndarray, depth, c
     c, s = np.cos(boxes.yaw).astype(np.float32), np.sin(boxes.yaw).astype(np.float32)
     rel = cams.eye[frame_of_box] - centre
     eye_box = np.stack(_to_box(c, s, rel[:, 0], rel[:, 1], rel[:, 2]), 1)  # [B,3]
+    low, high = -half - eye_box, half - eye_box  # slab planes relative to the eye, box frame [B,3]
     d = _to_box(c[box], s[box], d_world[:, 0], d_world[:, 1], d_world[:, 2])  # 3 arrays [L]
     near, far = [], []
     with np.errstate(divide="ignore", invalid="ignore"):
         for a in range(3):
             inv = 1.0 / d[a]
-            o, h = eye_box[box, a], half[box, a]
-            ta, tb = (-h - o) * inv, (h - o) * inv
+            ta, tb = low[box, a] * inv, high[box, a] * inv
             near.append(np.minimum(ta, tb))
             far.append(np.maximum(ta, tb))
         t_near = np.maximum(np.maximum(near[0], near[1]), near[2])
         t_far = np.minimum(np.minimum(far[0], far[1]), far[2])
-        hit = (t_near <= t_far) & (t_near > 0)
-        axis = np.where(t_near == near[0], 0, np.where(t_near == near[1], 1, 2))
-        # open-top boxes entered through the top show their inside: the floor, else the far wall
-        through_top = (floor[box] > 0) & (axis == 2) & (d[2] < 0)
-        if through_top.any():
-            t_floor = (floor[box] - half[box, 2] - eye_box[box, 2]) / d[2]
-            on_floor = t_floor < t_far
-            exit_axis = np.where(t_far == far[0], 0, np.where(t_far == far[1], 1, 2))
-            t_near = np.where(through_top, np.where(on_floor, t_floor, t_far), t_near)
-            axis = np.where(through_top, np.where(on_floor, 2, exit_axis), axis)
-    t_hit = np.where(hit, t_near, np.inf).astype(np.float32)
+    hits = np.flatnonzero((t_near <= t_far) & (t_near > 0))
+    box, pixel, t_hit, t_far = box[hits], pixel[hits], t_near[hits], t_far[hits]
+    near, far, d = [x[hits] for x in near], [x[hits] for x in far], [x[hits] for x in d]
+    axis = np.where(t_hit == near[0], 0, np.where(t_hit == near[1], 1, 2))
+    # open-top boxes entered through the top show their inside: the floor, else the far wall
+    through_top = (floor[box] > 0) & (axis == 2) & (d[2] < 0)
+    inside = np.flatnonzero(through_top)
+    if inside.size:
+        b, t_out = box[inside], t_far[inside]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_floor = (floor[b] + low[b, 2]) / d[2][inside]
+        exit_axis = np.where(t_out == far[0][inside], 0, np.where(t_out == far[1][inside], 1, 2))
+        on_floor = t_floor < t_out
+        t_hit[inside] = np.where(on_floor, t_floor, t_out)
+        axis[inside] = np.where(on_floor, 2, exit_axis)
     np.minimum.at(depth, pixel, t_hit)
-    win = np.flatnonzero(hit & (t_hit <= depth[pixel]))
+    win = np.flatnonzero(t_hit <= depth[pixel])
     axis_w = axis[win]
-    d_w = np.stack([d[0][win], d[1][win], d[2][win]], 1)
-    toward = d_w[np.arange(win.size), axis_w] < 0  # the face normal is +e_axis
-    shade = _face_shades(boxes.yaw)[box[win], 2 * axis_w + toward] * np.where(through_top[win], INSIDE, 1.0)
-    color[pixel[win]] = boxes.color[box[win]] * shade[:, None].astype(np.float32)
+    along = np.where(axis_w == 0, d[0][win], np.where(axis_w == 1, d[1][win], d[2][win]))
+    shade = _face_shades(boxes.yaw)[box[win], 2 * axis_w + (along < 0)]  # the face normal is +e_axis when d < 0
+    shade = shade * np.where(through_top[win], INSIDE, 1.0).astype(np.float32)
+    color[pixel[win]] = boxes.color[box[win]] * shade[:, None]
 
 
 def _shade_shadows(cams: _Cameras, rays, casters: Boxes, frame_of_caster: np.ndarray, depth, color, size: int) -> None:
