@@ -6,6 +6,9 @@
 C steps (what pi0lab does); "without cameras" steps the simulator alone. Resets include the 10
 settle steps and one render; "hard" rebuilds the MuJoCo model (the default, as openpi / RLinf),
 "soft" only resets the simulator state. The first reset of a task also builds its world.
+
+Each line gives wall-clock and CPU-time figures: on a shared machine the CPU time (this process,
+all its threads) is what the work costs, the wall clock what it took next to everything else.
 """
 
 import argparse
@@ -16,16 +19,16 @@ import numpy as np
 from pi0lab.envs.libero import NUM_SETTLE_STEPS, SETTLE_ACTION, LiberoEnv
 
 
-def seconds(fn, repeats: int = 1) -> float:
-    """Mean wall-clock seconds of fn() over `repeats` calls."""
-    start = time.perf_counter()
+def seconds(fn, repeats: int = 1) -> np.ndarray:
+    """Mean (wall-clock, CPU) seconds of fn() over `repeats` calls."""
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return np.array([time.perf_counter() - wall, time.process_time() - cpu]) / repeats
 
 
-def steps_per_second(env: LiberoEnv, chunk: int, steps: int) -> float:
-    """Policy steps per second through step_chunk (one render per chunk), fresh episode each time."""
+def steps_per_second(env: LiberoEnv, chunk: int, steps: int) -> np.ndarray:
+    """(wall, CPU) policy steps per second through step_chunk (one render per chunk), fresh episode."""
     env.reset(0, 0)
     hold = np.tile(SETTLE_ACTION, (chunk, 1))
     return chunk / seconds(lambda: env.step_chunk(hold), steps // chunk)
@@ -59,8 +62,9 @@ def main() -> None:
 
     print(f"LIBERO {args.suite}, {args.image_size}x{args.image_size} cameras, one process, "
           f"settle steps per reset: {NUM_SETTLE_STEPS}")
-    for name, value, unit in rows:
-        print(f"  {name:<52s} {value:8.3f} {unit}")
+    print(f"  {'':<52s} {'wall':>8s} {'CPU':>8s}")
+    for name, (wall, cpu), unit in rows:
+        print(f"  {name:<52s} {wall:8.3f} {cpu:8.3f} {unit}")
 
 
 if __name__ == "__main__":
