@@ -146,8 +146,9 @@ class LiberoEnv(SingleEnv):
     suite: one of MAX_EPISODE_STEPS; image_size: square camera size H = W; seed: seeds the fixture
     layout LIBERO samples at every reset (envs of one vector env share it, so equal (task, init)
     means an equal scene); max_episode_steps: policy steps per episode (default: the suite's);
-    hard_reset: rebuild the MuJoCo model at every reset as openpi / RLinf do (True, ~2 s on CPU) or
-    only reset the simulator state (False, ~0.03 s; the settled state then differs by ~1e-5 m).
+    hard_reset: rebuild the MuJoCo model at every reset as openpi / RLinf do (True: ~2.4 s of CPU per
+    reset here, settle steps and render included) or only reset the simulator state (False: ~0.4 s;
+    the settled robot then differs from a hard reset's by ~1e-5 m).
     """
 
     def __init__(
