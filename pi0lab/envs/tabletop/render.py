@@ -40,7 +40,7 @@ GRIPPER_COLOR = (0.22, 0.22, 0.25)
 FINGER_COLOR = (0.4, 0.4, 0.44)
 DRAWER_COLOR = (0.86, 0.7, 0.46)  # light wood: an open drawer stands out from the cabinet
 HANDLE_COLOR = (0.2, 0.2, 0.2)
-MAIN_EYE, MAIN_TARGET, MAIN_FOV = (0.0, -0.55, 0.62), (0.0, 0.04, 0.0), 54.0
+MAIN_EYE, MAIN_TARGET, MAIN_FOV = (0.0, -0.52, 0.6), (0.0, 0.05, 0.0), 48.0
 WRIST_HEIGHT, WRIST_FOV = 0.16, 75.0  # above the palm, which the wrist view leaves out
 
 

@@ -37,7 +37,7 @@ GAP_STEP = 0.035  # finger gap change per step (fully open -> closed in 3 steps)
 MAX_GAP = 0.09
 WORKSPACE_LOW = np.array([-0.32, -0.30, 0.0])
 WORKSPACE_HIGH = np.array([0.32, 0.36, 0.30])
-START_EEF = (0.0, -0.18, 0.22)
+START_EEF = (0.0, 0.08, 0.28)  # high over the back: the main view sees the table unobstructed
 
 # thing kinds
 CUBE, BAR, PLATE, BASKET, CABINET = "cube", "bar", "plate", "basket", "cabinet"
