@@ -87,6 +87,18 @@ def time_embedding(time: Tensor, dim: int, min_period: float = 4e-3, max_period:
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).to(time.dtype)
 
 
+def resize_with_pad(images: Tensor, size: int) -> Tensor:
+    """Float images [B,3,H,W] in [-1,1] -> [B,3,size,size]: bilinear resize keeping the aspect ratio
+    (r = max(H, W) / size, new sides int(H/r), int(W/r)), clamp to [-1,1], centre, pad with -1 (black).
+    """
+    height, width = images.shape[-2:]
+    ratio = max(height / size, width / size)
+    new_h, new_w = int(height / ratio), int(width / ratio)
+    resized = F.interpolate(images, size=(new_h, new_w), mode="bilinear", align_corners=False).clamp(-1.0, 1.0)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    return F.pad(resized, (left, size - new_w - left, top, size - new_h - top), value=-1.0)
+
+
 def sample_time(batch_size: int, device=None) -> Tensor:
     """Training times t = Beta(1.5, 1) * 0.999 + 0.001 in (0.001, 1]: more weight near t = 1 (noise)."""
     alpha = torch.tensor(1.5, dtype=torch.float32, device=device)
@@ -142,13 +154,21 @@ class Pi0(nn.Module):
     def embed_prefix(self, obs: Observation) -> tuple[Tensor, Tensor, Tensor]:
         """Image tokens (SigLIP + projector) of each camera, then prompt tokens * sqrt(W).
 
+        Images of another size are resized with padding first (as openpi's model does).
+
         Returns embeddings [B,P,W], valid [B,P] bool, ar marks [B,P] (all 0: one bidirectional block).
         """
         self.check_observation(obs)
         b = obs.batch_size
         embs, valid = [], []
+        size = self.config.vision.image_size
         for camera in self.config.cameras:
-            tokens = self.projector(self.vision(obs.images[camera]))  # [B,N,W]
+            image = obs.images[camera]
+            if image.ndim != 4 or image.shape[1] != 3:
+                raise ValueError(f"images[{camera!r}] must be [B,3,H,W] in [-1,1], got {tuple(image.shape)}")
+            if image.shape[-2:] != (size, size):
+                image = resize_with_pad(image, size)
+            tokens = self.projector(self.vision(image))  # [B,N,W]
             mask = obs.image_masks.get(camera, torch.ones(b, dtype=torch.bool, device=obs.state.device))
             embs.append(tokens)
             valid.append(mask.bool()[:, None].expand(b, tokens.shape[1]))
