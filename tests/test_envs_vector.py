@@ -190,3 +190,12 @@ def test_a_worker_killed_mid_step_raises_and_close_reaps_everything():
 def test_a_worker_that_cannot_build_its_env_reports_why():
     with pytest.raises(EnvWorkerError, match=r"env worker 0 \(envs 0-1, starting up\) raised during start:(?s:.*)simulator assets missing"):
         SubprocVectorEnv([BrokenLine] * 2, num_workers=1, timeout_s=20)
+
+
+def test_a_worker_killed_between_calls_is_reported_on_the_next_call():
+    with SubprocVectorEnv([LineWorld] * 2, num_workers=2, timeout_s=20) as env:
+        env.reset(task_ids=[0, 2], init_state_ids=[0, 0])
+        os.kill(env._procs[0].pid, signal.SIGKILL)
+        env._procs[0].join(5)
+        with pytest.raises(EnvWorkerError, match=r"env worker 0 .*env 0: task 0 .*died during step"):
+            env.step(np.zeros((2, 1, 7)))

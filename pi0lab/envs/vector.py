@@ -170,7 +170,7 @@ class SubprocVectorEnv(_SuiteFacts, VectorEnv):
         try:
             for w in range(num_workers):
                 self._start(w)
-            facts = [self._call({w: ("describe", None)}, "start")[w] for w in range(num_workers)]
+            facts = list(self._call({w: ("describe", None) for w in range(num_workers)}, "start").values())
             if any(f != facts[0] for f in facts[1:]):
                 raise ValueError("all single envs of a vector env must be the same suite at the same image size")
             self._set_facts(facts[0])
@@ -235,13 +235,19 @@ class SubprocVectorEnv(_SuiteFacts, VectorEnv):
             if self._procs[w] is None:
                 raise EnvWorkerError(f"{self._who(w)} is gone after an earlier failure; call restart_worker({w}) "
                                      "and reset()", w)
+        unreachable = set()
         for w, message in messages.items():
-            self._conns[w].send(message)
+            try:
+                self._conns[w].send(message)
+            except (BrokenPipeError, ConnectionResetError):  # died since the last call
+                unreachable.add(w)
         deadline = time.monotonic() + self.timeout_s
         replies, failures = {}, []
         for w in messages:
             conn, proc = self._conns[w], self._procs[w]
             try:
+                if w in unreachable:
+                    raise EOFError
                 ready = conn.poll(max(deadline - time.monotonic(), 0.0))
                 status, reply = conn.recv() if ready else ("hung", None)
             except (EOFError, ConnectionResetError, BrokenPipeError):
