@@ -6,13 +6,17 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from env_contract import check_vector_env_contract
 from pi0lab.envs import TABLETOP_SUITES, make_env
 from pi0lab.envs.tabletop.expert import expert_action
 from pi0lab.envs.tabletop.render import render_worlds
 from pi0lab.envs.tabletop.suites import SUITES, holds, make_world, resolve_goals
-from pi0lab.envs.tabletop.world import DRAWER_TRAVEL, HANDLE, HELD, TABLE, Thing, World
+from pi0lab.envs.tabletop.world import (
+    DRAWER_TRAVEL, HANDLE, HELD, MAX_GAP, TABLE, WORKSPACE_HIGH, WORKSPACE_LOW, Thing, World,
+)
 
 
 @pytest.mark.parametrize("suite", TABLETOP_SUITES)
@@ -183,6 +187,36 @@ def test_the_drawer_slides_out_when_its_handle_is_pulled():
     np.testing.assert_allclose(world.eef, [0.0, front - 0.1, world.handle_pos()[2]])
     _act(world, dy=-1.0, close=True, times=2)
     assert world.drawer == pytest.approx(DRAWER_TRAVEL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(suite=st.sampled_from(TABLETOP_SUITES), task=st.integers(0, 9), init=st.integers(0, 49),
+       seed=st.integers(0, 2**16), expert_every=st.integers(1, 4))
+def test_random_and_expert_actions_keep_the_world_consistent(suite, task, init, seed, expert_every):
+    """Invariants under a mix of random and expert actions: the hand stays in the workspace, the
+    fingers and drawer within their ranges, every resting thing sits exactly on its support, and a
+    held thing keeps its offset to the hand."""
+    rng = np.random.default_rng(seed)
+    world = make_world(suite, task, init)
+    goals = resolve_goals(world, SUITES[suite][task].goals)
+    for step in range(60):
+        action = expert_action(world, goals) if step % expert_every == 0 else rng.uniform(-1, 1, 7)
+        held_before = world.held
+        offset_before = world.things[held_before].pos - world.eef if held_before >= 0 else None
+        world.step(action)
+        assert (WORKSPACE_LOW - 1e-9 <= world.eef).all() and (world.eef <= WORKSPACE_HIGH + 1e-9).all()
+        assert 0.0 <= world.gap <= MAX_GAP and 0.0 <= world.drawer <= DRAWER_TRAVEL
+        np.testing.assert_allclose(world.state()[6:], [world.gap / 2, -world.gap / 2], atol=1e-7)
+        for i, thing in enumerate(world.things):
+            support = world.support[i]
+            if support == HELD:
+                assert world.held == i
+                continue
+            floor = 0.0 if support == TABLE else world.top(support)
+            assert thing.pos[2] - thing.half[2] == pytest.approx(floor)
+        if held_before >= 0 and world.held == held_before:  # rigid: turning about the hand keeps the distance
+            distance = np.linalg.norm(world.things[world.held].pos - world.eef)
+            assert distance == pytest.approx(np.linalg.norm(offset_before), abs=1e-9)
 
 
 def _rodrigues(rotvec):
