@@ -18,6 +18,8 @@ gripper's local x axis (cos yaw, sin yaw, 0). One step of the 7-D action a in [-
 An elongated bar only fits between the open fingers (gap 0.09) when the fingers close across it:
 its width along the closing axis, 2 (|u.a_x| hx + |u.a_y| hy), must be <= the gap. The drawer is
 moved by grasping its handle: while held, only the y motion acts, and it slides the drawer.
+The world is kinematic: nothing collides (the hand and carried things pass through others), and
+only the top thing of a stack can be grasped.
 
 State (LIBERO's 8-D convention): eef position, eef orientation as axis-angle, finger positions.
 Gripper orientation R = Rz(yaw) Rx(pi) is a half turn about (cos(yaw/2), sin(yaw/2), 0), so the
