@@ -158,11 +158,13 @@ def _crash_restart_and_step(env):
 
 
 def test_a_hung_worker_times_out_with_its_task_named():
-    with SubprocVectorEnv([FaultyLine] * 2, num_workers=2, timeout_s=1.5) as env:
+    with SubprocVectorEnv([FaultyLine] * 2, num_workers=2, timeout_s=60) as env:  # generous while starting
         procs = list(env._procs)
         env.reset(task_ids=[1, 0], init_state_ids=[0, 0])
+        env.timeout_s = 1.5
         with pytest.raises(EnvWorkerError, match=r"env worker 0 .*env 0: task 1 'move right past 1.1'.*within 1.5 s \(hung\)"):
             env.step(np.zeros((2, 1, 7)))
+        env.timeout_s = 60
         env.restart_worker(0)
         env.reset(task_ids=[0, 0], init_state_ids=[0, 0])
         env.step(np.zeros((2, 1, 7)))
