@@ -114,7 +114,7 @@ class BrokenLine(LineWorld):
 
 class SlowLine(LineWorld):
     def step_chunk(self, actions):
-        time.sleep(0.5)
+        time.sleep(2.0)  # long enough to be killed in the middle of it, even on a loaded machine
         return super().step_chunk(actions)
 
 
