@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
+# One torch thread per pytest worker: two workers x two threads on two cores thrash.
 test: $(STAMP)
-	PI0LAB_SMOKE=1 $(PY) -m pytest -n $(JOBS) --nbmake tests tutorials notebooks
+	PI0LAB_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --nbmake tests tutorials notebooks
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

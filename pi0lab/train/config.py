@@ -94,17 +94,15 @@ class EnvSplitConfig:
     total_num_envs: int = 8
     max_episode_steps: int | None = None  # null: the suite's own limit
     image_size: int = 64
-    auto_reset: bool = False
     group_size: int = 1
-    use_fixed_reset_state_ids: bool = False  # evaluation: walk (task, init) pairs in order
-    num_episodes: int | None = None  # evaluation: episodes to score (null: one pass of the envs)
+    num_episodes: int | None = None  # evaluation: episodes scored on fixed (task, init) pairs (null: one per env)
     video_cfg: VideoConfig = field(default_factory=VideoConfig)
 
 
 @dataclass
 class EnvConfig:
     train: EnvSplitConfig = field(default_factory=EnvSplitConfig)
-    eval: EnvSplitConfig = field(default_factory=lambda: EnvSplitConfig(auto_reset=True, use_fixed_reset_state_ids=True))
+    eval: EnvSplitConfig = field(default_factory=EnvSplitConfig)
 
 
 @dataclass
@@ -165,6 +163,16 @@ class ActorConfig:
 
 
 @dataclass
+class FreshModelConfig:
+    """Changes to the `actor.model.size` preset for the model SFT builds from scratch (null: the preset's)."""
+
+    action_horizon: int | None = None  # H, actions predicted per call
+    cameras: list[str] | None = None  # camera names in prefix order
+    patch_size: int | None = None  # SigLIP patch size (image tokens per camera = (image_size / patch)^2)
+    max_token_len: int | None = None  # prompt length L
+
+
+@dataclass
 class SftConfig:
     demo_path: str = "runs/demos"
     demos_per_task: int = 5  # few-shot: demos used per task
@@ -173,7 +181,8 @@ class SftConfig:
     lr: float = 3e-4
     warmup_steps: int = 100
     weight_decay: float = 1e-4
-    eval_interval: int = 500  # optimiser steps between evaluations (-1: only at the end)
+    eval_interval: int = 500  # optimiser steps between evaluations (-1: only at the end, 0: never)
+    model: FreshModelConfig = field(default_factory=lambda: FreshModelConfig())
     save_path: str = "runs/sft"
 
 
@@ -391,7 +400,7 @@ def check_consistency(cfg: DictConfig) -> None:
         fail(f"actor.model.openpi.num_steps={openpi.num_steps} must equal actor.model.num_steps={model.num_steps} (>= 1)")
     if openpi.add_value_head != model.add_value_head:
         fail(f"actor.model.openpi.add_value_head={openpi.add_value_head} != actor.model.add_value_head={model.add_value_head}")
-    horizon = _action_horizon(model.size)
+    horizon = cfg.sft.model.action_horizon or _action_horizon(model.size)
     if not 1 <= model.num_action_chunks <= horizon:
         fail(
             f"actor.model.num_action_chunks={model.num_action_chunks} must be in [1, {horizon}] "

@@ -1,0 +1,112 @@
+"""Command line: `pi0lab demos | sft | train | eval | configs`.
+
+    pi0lab demos --suite tabletop_spatial --per-task 10 --out runs/demos/tabletop_spatial
+    pi0lab sft tabletop_sft_nano sft.num_steps=500
+    pi0lab train tabletop_ppo_nano algorithm.update_epoch=2 runner.max_epochs=20
+    pi0lab eval runs/tabletop_ppo_nano/checkpoints/step_000020/model --suite tabletop_spatial
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+OVERRIDES_HELP = "config overrides as key.sub=value (e.g. algorithm.update_epoch=2 env.train.total_num_envs=16)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pi0lab", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demos = commands.add_parser("demos", help="write scripted-expert demos of a tabletop suite",
+                                description="Roll out the privileged scripted expert and save its episodes for SFT.")
+    demos.add_argument("--suite", default="tabletop_spatial", help="tabletop suite (default: %(default)s)")
+    demos.add_argument("--per-task", type=int, default=10, help="successful episodes per task (default: %(default)s)")
+    demos.add_argument("--out", type=Path, default=None, help="output directory (default: runs/demos/SUITE)")
+    demos.add_argument("--image-size", type=int, default=64, help="camera size in pixels (default: %(default)s)")
+    demos.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
+    demos.add_argument("--seed", type=int, default=0)
+
+    sft = commands.add_parser("sft", help="few-shot flow-matching behaviour cloning from demos",
+                              description="Supervised fine-tuning of pi0 on expert demos (config group `sft`).")
+    sft.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
+    sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    train = commands.add_parser("train", help="PPO / GRPO training from a config",
+                                description="Online RL (PPO with GAE, or GRPO) of a pi0 checkpoint. Ctrl-C finishes "
+                                            "the current iteration, writes a checkpoint and stops.")
+    train.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
+    train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    train.add_argument("--resume", action="store_true", help="continue the run in runner.logger.log_path")
+
+    evaluate = commands.add_parser("eval", help="success rate of a checkpoint, per task and per suite",
+                                   description="Evaluate a checkpoint with the ODE sampler on fixed (task, init) pairs "
+                                               "and print a markdown table.")
+    evaluate.add_argument("checkpoint", help="a model directory (pi0lab / openpi / lerobot / RLinf)")
+    evaluate.add_argument("--suite", nargs="+", required=True, help="one or more suite names")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes per suite (default: %(default)s)")
+    evaluate.add_argument("--num-envs", type=int, default=50, help="parallel envs (default: %(default)s)")
+    evaluate.add_argument("--chunk", type=int, default=5, help="actions executed per policy call (default: %(default)s)")
+    evaluate.add_argument("--num-steps", type=int, default=4, help="flow steps (default: %(default)s)")
+    evaluate.add_argument("--image-size", type=int, default=None, help="camera size (default: the model's)")
+    evaluate.add_argument("--name", default=None, help="row name in the table (default: the checkpoint path)")
+
+    commands.add_parser("configs", help="list the shipped configs")
+
+    args = parser.parse_args(argv)
+    return {"demos": _demos, "sft": _sft, "train": _train, "eval": _eval, "configs": _configs}[args.command](args)
+
+
+def _configs(args) -> int:
+    from pi0lab.train.config import available_configs
+
+    print("\n".join(available_configs()))
+    return 0
+
+
+def _demos(args) -> int:
+    from pi0lab.envs.demos import write_demos
+
+    out = args.out or Path("runs/demos") / args.suite
+    index = write_demos(args.suite, out, episodes_per_task=args.per_task, image_size=args.image_size,
+                        noise_std=args.action_noise, seed=args.seed)
+    print(f"wrote {index}")
+    return 0
+
+
+def _sft(args) -> int:
+    from pi0lab.train.config import load_config
+    from pi0lab.train.sft import run_sft
+
+    result = run_sft(load_config(args.config, args.overrides))
+    print(f"SFT done: {result.checkpoint} (eval success {result.success_rate:.1%})")
+    return 0
+
+
+def _train(args) -> int:
+    from pi0lab.train.config import load_config
+    from pi0lab.train.trainer import RLTrainer
+
+    trainer = RLTrainer(load_config(args.config, args.overrides), resume=args.resume or None)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return 0
+
+
+def _eval(args) -> int:
+    from pi0lab.train.evaluate import evaluate_checkpoint, results_table
+
+    rates = {}
+    for suite in args.suite:
+        result = evaluate_checkpoint(args.checkpoint, suite, num_episodes=args.episodes, num_envs=args.num_envs,
+                                     chunk=args.chunk, num_steps=args.num_steps, image_size=args.image_size)
+        rates[suite] = result.success_rate
+        for task, rate in result.per_task.items():
+            print(f"  {suite} task {task}: {rate:.1%}  {result.descriptions[task]}")
+    print(results_table({args.name or args.checkpoint: rates}, list(args.suite)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Few-shot supervised fine-tuning: flow-matching behaviour cloning from expert demos.
+
+A training sample is (observation at step t, the next H expert actions a_t .. a_{t+H-1}), with H the
+model's action horizon. Past the end of an episode the chunk is padded with its last action and
+those steps carry no loss. With normalised actions u (zero-padded to the model's action width A),
+the loss is the flow-matching MSE over the real action dims and valid steps only:
+
+    L = sum_{b,h,d<E} m_{b,h} (u_target - v_theta)^2_{b,h,d} / sum_{b,h,d<E} m_{b,h}
+
+`sft.demos_per_task` keeps the first k episodes of each task (few-shot). Normalisation stats come
+from those demos and are saved with the model, so `pi0lab train` / `pi0lab eval` can load it.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from pi0lab.envs.demos import read_demos
+from pi0lab.models import Pi0, Pi0Config
+from pi0lab.models.checkpoint import save_pi0
+from pi0lab.models.normalize import compute_norm_stats, normalize
+from pi0lab.models.policy import Pi0Policy
+from pi0lab.train.checkpoint import write_atomically
+from pi0lab.train.evaluate import EvalResult, evaluate_policy
+from pi0lab.train.loggers import MetricLogger
+from pi0lab.train.roles import build_envs
+
+
+@dataclass
+class DemoSet:
+    """Every step of the chosen demos, flattened: N steps in total."""
+
+    main_images: np.ndarray  # uint8 [N,H,W,3]
+    wrist_images: np.ndarray  # uint8 [N,H,W,3]
+    states: np.ndarray  # float32 [N,8]
+    action_chunks: np.ndarray  # float32 [N,horizon,7]
+    chunk_mask: np.ndarray  # bool [N,horizon]: False past the episode's end
+    instructions: list[str]  # [N]
+    num_episodes: int
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def batch(self, index: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        """(env-style observation dict, action chunks [B,horizon,7], mask [B,horizon]) of the given steps."""
+        obs = {"main_images": self.main_images[index], "wrist_images": self.wrist_images[index],
+               "states": self.states[index], "task_descriptions": [self.instructions[i] for i in index]}
+        return obs, self.action_chunks[index], self.chunk_mask[index]
+
+
+def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """actions [T,E] -> chunks [T,horizon,E] (chunk t = a_t .. a_{t+horizon-1}, padded with a_{T-1}) and mask [T,horizon]."""
+    steps = len(actions)
+    index = np.arange(steps)[:, None] + np.arange(horizon)[None, :]  # [T,horizon]
+    return actions[np.minimum(index, steps - 1)], index < steps
+
+
+def load_demo_set(demo_path: str | Path, demos_per_task: int, horizon: int) -> DemoSet:
+    """The first `demos_per_task` successful episodes of every task in a demo directory."""
+    episodes = read_demos(demo_path)
+    chosen: dict[int, list[dict]] = {}
+    for episode in sorted(episodes, key=lambda e: (e["task_id"], e["init_state_id"])):
+        if len(chosen.setdefault(episode["task_id"], [])) < demos_per_task:
+            chosen[episode["task_id"]].append(episode)
+    short = {task: len(eps) for task, eps in chosen.items() if len(eps) < demos_per_task}
+    if short or not chosen:
+        raise ValueError(f"{demo_path} has fewer than sft.demos_per_task={demos_per_task} successful demos for "
+                         f"tasks {short or 'all'}; write more with `pi0lab demos --per-task {demos_per_task}`")
+    selected = [e for task in sorted(chosen) for e in chosen[task]]
+    chunks, masks = zip(*(action_chunks(e["actions"], horizon) for e in selected))
+    return DemoSet(
+        main_images=np.concatenate([e["main_images"] for e in selected]),
+        wrist_images=np.concatenate([e["wrist_images"] for e in selected]),
+        states=np.concatenate([e["states"] for e in selected]).astype(np.float32),
+        action_chunks=np.concatenate(chunks).astype(np.float32),
+        chunk_mask=np.concatenate(masks),
+        instructions=[e["instruction"] for e in selected for _ in range(len(e["actions"]))],
+        num_episodes=len(selected),
+    )
+
+
+def fresh_model_config(cfg: DictConfig) -> Pi0Config:
+    """The preset of `actor.model.size` with the changes of `sft.model`."""
+    preset = getattr(Pi0Config, cfg.actor.model.size)()
+    changes = cfg.sft.model
+    overrides = {}
+    if changes.action_horizon is not None:
+        overrides["action_horizon"] = changes.action_horizon
+    if changes.cameras is not None:
+        overrides["cameras"] = tuple(changes.cameras)
+    if changes.max_token_len is not None:
+        overrides["max_token_len"] = changes.max_token_len
+    if changes.patch_size is not None:
+        overrides["vision"] = dataclasses.replace(preset.vision, patch_size=changes.patch_size)
+    return dataclasses.replace(preset, **overrides)
+
+
+def masked_flow_loss(elementwise: torch.Tensor, mask: torch.Tensor, action_dim: int) -> torch.Tensor:
+    """elementwise [B,H,A] flow-matching loss, mask [B,H] -> mean over valid steps and the first action_dim dims."""
+    per_step = elementwise[..., :action_dim].mean(-1)  # [B,H]
+    weights = mask.to(per_step.dtype)
+    return (per_step * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def lr_at(step: int, cfg: DictConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then cosine decay to 10% of `lr` at `num_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.num_steps - cfg.warmup_steps, 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class SftResult:
+    checkpoint: Path
+    success_rate: float | None  # of the final evaluation (None if evaluation is off)
+    evaluations: dict[int, EvalResult] = field(default_factory=dict)  # optimiser step -> result
+
+
+def run_sft(cfg: DictConfig, progress: bool = True,
+            callback: Callable[[int, dict[str, float]], None] | None = None) -> SftResult:
+    """Train a fresh pi0 (`actor.model.size`) on the demos of `sft.demo_path`; save it to `sft.save_path`.
+
+    callback(step, metrics) is called after every optimiser step (live plots). Ctrl-C saves the model
+    reached so far before it re-raises.
+    """
+    sft = cfg.sft
+    torch.manual_seed(cfg.actor.seed)
+    rng = np.random.default_rng(cfg.actor.seed)
+    config = fresh_model_config(cfg)
+    demos = load_demo_set(sft.demo_path, sft.demos_per_task, config.action_horizon)
+    model = Pi0(config)
+    model.norm_stats = {"state": compute_norm_stats(demos.states), "actions": compute_norm_stats(demos.action_chunks[:, 0])}
+    policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
+                       action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
+    logger = MetricLogger(cfg.runner.logger.log_path, list(cfg.runner.logger.logger_backends),
+                          cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
+                          OmegaConf.to_container(cfg, resolve=True))
+    save_path = Path(sft.save_path)
+    result = SftResult(save_path, None)
+    eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
+    if progress:
+        print(f"SFT on {demos.num_episodes} demos ({len(demos)} steps), {sum(p.numel() for p in model.parameters()):,} parameters")
+
+    def save() -> None:
+        write_atomically(save_path, lambda tmp: save_pi0(model, tmp))
+
+    try:
+        bar = tqdm(range(sft.num_steps), desc="sft", disable=not progress)
+        for step in bar:
+            policy.train()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, sft)
+            obs, chunks, mask = demos.batch(rng.integers(len(demos), size=sft.batch_size))
+            actions = normalize(torch.as_tensor(chunks), model.norm_stats["actions"], pad_to=config.action_dim)
+            loss = masked_flow_loss(model.compute_loss(policy.preprocess(obs), actions), torch.as_tensor(mask),
+                                    cfg.actor.model.action_dim)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            metrics = {"sft/loss": loss.item(), "sft/grad_norm": grad_norm.item(), "sft/lr": lr_at(step, sft)}
+            done = step + 1
+            if eval_envs is not None and (done == sft.num_steps or (sft.eval_interval > 0 and done % sft.eval_interval == 0)):
+                evaluation = evaluate_policy(policy, eval_envs, cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs,
+                                             cfg.runner.seed, progress=progress)
+                result.evaluations[done] = evaluation
+                metrics["eval/success"] = evaluation.success_rate
+                bar.write(f"step {done}: eval success {evaluation.success_rate:.1%}")
+            logger.log(metrics, done)
+            bar.set_postfix(loss=f"{metrics['sft/loss']:.4f}")
+            if callback is not None:
+                callback(done, metrics)
+    except KeyboardInterrupt:
+        save()
+        print(f"\ninterrupted: the model so far is saved to {save_path}")
+        raise
+    finally:
+        logger.close()
+        if eval_envs is not None:
+            eval_envs.close()
+    save()
+    if result.evaluations:
+        result.success_rate = result.evaluations[max(result.evaluations)].success_rate
+    return result

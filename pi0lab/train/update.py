@@ -1,0 +1,139 @@
+"""The actor role: PPO / GRPO updates of the policy on a finished rollout.
+
+Samples are the valid chunk steps (t, n) of the window. Each update epoch shuffles them into global
+batches of `actor.global_batch_size`, each accumulated from micro-batches of `actor.micro_batch_size`:
+
+    loss = policy_loss + value_loss - entropy_bonus * entropy      (policy_loss carries the k3 KL term)
+
+then one optimiser step with the gradient norm clipped to `actor.optim.clip_grad`. A step whose
+gradient is not finite is skipped (and counted). During the first `critic_warmup_steps` iterations
+only the value loss trains. With `algorithm.target_kl` set, the epochs stop early once a global
+batch's approx_kl exceeds it (the KL guard).
+"""
+
+import math
+
+import torch
+from omegaconf import DictConfig
+
+from pi0lab.models.policy import Pi0Policy
+from pi0lab.rl import ppo_actor_loss, value_loss
+from pi0lab.train.advantages import Advantages
+from pi0lab.train.rollout import Trajectory
+
+
+class ActorRole:
+    def __init__(self, policy: Pi0Policy, actor_cfg: DictConfig, algorithm_cfg: DictConfig, generator: torch.Generator):
+        self.policy = policy
+        self.cfg = actor_cfg
+        self.algo = algorithm_cfg
+        self.generator = generator
+        self.optimizer = build_optimizer(policy, actor_cfg.optim)
+
+    def state_dict_for_rollout(self) -> None:
+        """Collocated: the rollout role already holds this very module, so there is nothing to send."""
+        return None
+
+    def update(self, traj: Trajectory, adv: Advantages, iteration: int) -> dict[str, float]:
+        """Run the update epochs on one rollout; return averaged metrics (seed names, DESIGN §8)."""
+        self.policy.train()
+        samples = adv.mask.nonzero()  # [S,2]: (t, n) of each valid chunk step
+        if samples.shape[0] == 0:
+            return {"actor/num_samples": 0.0}
+        critic_only = iteration < self.cfg.optim.critic_warmup_steps
+        global_size = min(self.cfg.global_batch_size, samples.shape[0])
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        skipped, steps, kl_stopped = 0, 0, False
+
+        def record(name: str, value: float) -> None:
+            if math.isfinite(value):
+                sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+
+        for _ in range(self.algo.update_epoch):
+            order = samples[torch.randperm(samples.shape[0], generator=self.generator)]
+            for start in range(0, order.shape[0] - global_size + 1, global_size):
+                batch = order[start : start + global_size]
+                batch_kl = 0.0
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in batch.split(self.cfg.micro_batch_size):
+                    metrics = self._accumulate(traj, adv, micro, len(batch), critic_only)
+                    for name, value in metrics.items():
+                        record(name, value)
+                    batch_kl += metrics["actor/approx_kl"] * len(micro) / len(batch)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.optim.clip_grad)
+                if torch.isfinite(grad_norm):
+                    self.optimizer.step()
+                    record("actor/grad_norm", grad_norm.item())
+                    steps += 1
+                else:
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                if self.algo.target_kl is not None and batch_kl > self.algo.target_kl:
+                    kl_stopped = True
+                    break
+            if kl_stopped:
+                break
+        out = {name: sums[name] / counts[name] for name in sums}
+        out.update({
+            "actor/optimizer_steps": float(steps),
+            "actor/skipped_steps": float(skipped),
+            "actor/kl_stopped": float(kl_stopped),
+            "actor/num_samples": float(samples.shape[0]),
+        })
+        return out
+
+    def _accumulate(self, traj: Trajectory, adv: Advantages, micro: torch.Tensor, batch_size: int, critic_only: bool) -> dict[str, float]:
+        """Forward + backward of one micro-batch, its loss scaled by its share of the global batch."""
+        t, n = micro[:, 0], micro[:, 1]
+        t_np, n_np = t.numpy(), n.numpy()
+        obs = {key: traj.obs[key][t_np, n_np] for key in ("main_images", "wrist_images", "states")}
+        obs["task_descriptions"] = [traj.task_descriptions[i] for i in n_np.tolist()]
+        device = self.policy.device
+        out = self.policy.evaluate(obs, traj.chains[t, n].to(device), traj.noisy_steps[t, n].to(device))
+        advantages = adv.advantages[t, n].to(device)
+        policy_loss, actor_metrics = ppo_actor_loss(
+            out["logprobs"], traj.logprobs[t, n].to(device), advantages,
+            clip_low=self.algo.clip_ratio_low, clip_high=self.algo.clip_ratio_high,
+            dual_clip=self.algo.clip_ratio_c, kl_coef=self.algo.kl_beta,
+        )
+        entropy = out["entropy"].mean()
+        loss = policy_loss - self.algo.entropy_bonus * entropy
+        metrics = {
+            "actor/policy_loss": policy_loss.item(),
+            "actor/approx_kl": actor_metrics["approx_kl"].item(),
+            "actor/pg_clipfrac": actor_metrics["clipfrac"].item(),
+            "actor/ratio": actor_metrics["ratio"].item(),
+            "actor/kl_k3": actor_metrics["kl_k3"].item(),
+            "actor/entropy": entropy.item(),
+        }
+        if self.algo.loss_type == "actor_critic":
+            critic_loss, critic_metrics = value_loss(
+                out["values"], traj.values[t, n].to(device), adv.returns[t, n].to(device),
+                clip=self.algo.value_clip, huber_delta=self.algo.huber_delta,
+            )
+            loss = critic_loss if critic_only else loss + critic_loss
+            metrics["actor/value_loss"] = critic_loss.item()
+            metrics["actor/value_clip_ratio"] = critic_metrics["value_clip_ratio"].item()
+            metrics["actor/explained_variance"] = critic_metrics["explained_variance"].item()
+        (loss * len(micro) / batch_size).backward()
+        metrics["actor/loss"] = loss.item()
+        return metrics
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+
+def build_optimizer(policy: Pi0Policy, optim_cfg: DictConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: the value head at `value_lr`, everything else trainable at `lr`."""
+    value_params = [p for name, p in policy.named_parameters() if ".value_head." in f".{name}" and p.requires_grad]
+    value_ids = {id(p) for p in value_params}
+    policy_params = [p for p in policy.parameters() if p.requires_grad and id(p) not in value_ids]
+    groups = [{"params": policy_params, "lr": optim_cfg.lr}]
+    if value_params:
+        groups.append({"params": value_params, "lr": optim_cfg.value_lr})
+    return torch.optim.AdamW(
+        groups, betas=(optim_cfg.adam_beta1, optim_cfg.adam_beta2), eps=optim_cfg.adam_eps,
+        weight_decay=optim_cfg.weight_decay,
+    )

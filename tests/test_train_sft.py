@@ -1,0 +1,64 @@
+"""Few-shot SFT: chunking and loss masking by hand, demo selection, and a tiny end-to-end run."""
+
+import numpy as np
+import pytest
+import torch
+
+from pi0lab.envs.demos import write_demos
+from pi0lab.models.checkpoint import load_pi0
+from pi0lab.models.policy import Pi0Policy
+from pi0lab.train.config import load_config
+from pi0lab.train.sft import action_chunks, load_demo_set, lr_at, masked_flow_loss, run_sft
+
+
+def test_action_chunks_pad_with_the_last_action_and_mask_it():
+    actions = np.array([[1.0], [2.0], [3.0]])
+    chunks, mask = action_chunks(actions, horizon=2)
+    assert chunks[..., 0].tolist() == [[1, 2], [2, 3], [3, 3]]
+    assert mask.tolist() == [[True, True], [True, True], [True, False]]
+
+
+def test_masked_flow_loss_ignores_padding_steps_and_dims():
+    elementwise = torch.zeros(1, 2, 4)
+    elementwise[0, 0, :2] = 2.0  # valid step, real dims: mean 2
+    elementwise[0, 0, 2:] = 100.0  # padded action dims
+    elementwise[0, 1] = 50.0  # step past the episode's end
+    assert masked_flow_loss(elementwise, torch.tensor([[True, False]]), action_dim=2).item() == 2.0
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    cfg = load_config("tabletop_sft_nano", ["sft.lr=1.0", "sft.warmup_steps=10", "sft.num_steps=110"]).sft
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(110, cfg) == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos")
+    write_demos("tabletop_goal", out, episodes_per_task=3, task_ids=[0, 1], num_envs=6)
+    return out
+
+
+def test_few_shot_selection_keeps_the_first_k_per_task(demo_dir):
+    demos = load_demo_set(demo_dir, demos_per_task=2, horizon=4)
+    assert demos.num_episodes == 4 and len(demos) == len(demos.states) == len(demos.instructions)
+    assert demos.action_chunks.shape == (len(demos), 4, 7) and demos.main_images.dtype == np.uint8
+    with pytest.raises(ValueError, match="fewer than sft.demos_per_task=4"):
+        load_demo_set(demo_dir, demos_per_task=4, horizon=4)
+
+
+def test_a_tiny_sft_run_saves_a_loadable_policy(demo_dir, tmp_path):
+    cfg = load_config("tabletop_sft_nano", [
+        f"sft.demo_path={demo_dir}", f"runner.logger.log_path={tmp_path}", "sft.num_steps=3", "sft.batch_size=4",
+        "sft.demos_per_task=2", "sft.eval_interval=-1", "env.eval.task_suite_name=tabletop_goal",
+        "env.eval.num_episodes=2", "env.eval.total_num_envs=2", "runner.logger.logger_backends=[]",
+    ])
+    losses = []
+    result = run_sft(cfg, progress=False, callback=lambda step, metrics: losses.append(metrics["sft/loss"]))
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert result.success_rate is not None and 0.0 <= result.success_rate <= 1.0
+    model = load_pi0(result.checkpoint)
+    assert model.config.action_horizon == 10 and model.config.vision.patch_size == 16
+    assert set(model.norm_stats) == {"state", "actions"} and model.norm_stats["actions"].dim == 7
+    policy = Pi0Policy.from_checkpoint(result.checkpoint)
+    assert policy.action_chunk == 5
