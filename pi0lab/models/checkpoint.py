@@ -125,11 +125,15 @@ def to_pi0lab_names(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file or directory (model.safetensors, sharded *.safetensors, full_weights.pt)."""
+    """Tensors of a checkpoint file or directory.
+
+    A directory is read as model.safetensors if present, else all its *.safetensors (shards), else
+    full_weights.pt (RLinf).
+    """
     path = Path(path)
     if path.is_dir():
-        candidates = sorted(path.glob("*.safetensors"))
-        candidates = [p for p in candidates if "processor" not in p.name]  # lerobot >= 0.4 normaliser files
+        candidates = [path / "model.safetensors"] if (path / "model.safetensors").exists() else sorted(
+            p for p in path.glob("*.safetensors") if "processor" not in p.name)  # not lerobot's normaliser files
         if not candidates and (path / "full_weights.pt").exists():
             candidates = [path / "full_weights.pt"]
         if not candidates:
