@@ -49,15 +49,6 @@ class Observation:
     def batch_size(self) -> int:
         return self.state.shape[0]
 
-    def to(self, device) -> "Observation":
-        return Observation(
-            images={k: v.to(device) for k, v in self.images.items()},
-            image_masks={k: v.to(device) for k, v in self.image_masks.items()},
-            state=self.state.to(device),
-            tokens=self.tokens.to(device),
-            token_mask=self.token_mask.to(device),
-        )
-
 
 class PrefixCache(NamedTuple):
     """Rotated keys/values of the prefix for every layer ([B,K,P,D] each) and its validity [B,P]."""

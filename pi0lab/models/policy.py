@@ -23,34 +23,22 @@ so rollout and training compute the very same quantity.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pi0lab.flow import METHODS, chunk_logprob, gaussian_entropy, recompute_logprobs, sample_chain
 from pi0lab.models.checkpoint import load_pi0
 from pi0lab.models.config import PALIGEMMA_VOCAB_SIZE
 from pi0lab.models.normalize import NormStats, normalize, unnormalize
-from pi0lab.models.pi0 import Observation, Pi0, PrefixCache
+from pi0lab.models.pi0 import Observation, Pi0, PrefixCache, resize_with_pad
 from pi0lab.models.tokenizer import PaligemmaTokenizer
 
 
-def resize_with_pad(images: Tensor, size: int) -> Tensor:
-    """uint8 [N,H,W,3] -> float [N,3,size,size] in [-1,1], resized without distortion and padded black.
-
-    Scale r = max(H, W) / size; bilinear resize to (int(H/r), int(W/r)) rounded back to uint8 levels,
-    centred with the odd pixel at the bottom/right (openpi's resize_with_pad), then x / 255 * 2 - 1.
-    """
+def to_model_images(images: Tensor, size: int) -> Tensor:
+    """uint8 [N,H,W,3] -> float [N,3,size,size] in [-1,1] (x / 255 * 2 - 1, then resized with padding)."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 [N,H,W,3], got {images.dtype} {tuple(images.shape)}")
-    x = images.permute(0, 3, 1, 2).float()  # [N,3,H,W]
-    height, width = x.shape[-2:]
-    if (height, width) != (size, size):
-        ratio = max(height / size, width / size)
-        new_h, new_w = int(height / ratio), int(width / ratio)
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False).round().clamp(0, 255)
-        top, left = (size - new_h) // 2, (size - new_w) // 2
-        x = F.pad(x, (left, size - new_w - left, top, size - new_h - top), value=0.0)
-    return x / 255.0 * 2.0 - 1.0
+    x = images.permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
+    return x if x.shape[-2:] == (size, size) else resize_with_pad(x, size)
 
 
 class Pi0Policy(nn.Module):
@@ -122,7 +110,7 @@ class Pi0Policy(nn.Module):
         images, masks = {}, {}
         for index, camera in enumerate(config.cameras):
             if index < len(sources):
-                images[camera] = resize_with_pad(sources[index], config.vision.image_size).to(device)
+                images[camera] = to_model_images(sources[index], config.vision.image_size).to(device)
                 masks[camera] = torch.ones(n, dtype=torch.bool, device=device)
             else:  # a camera the env does not have: black image, masked out
                 images[camera] = torch.full((n, 3, config.vision.image_size, config.vision.image_size), -1.0,
