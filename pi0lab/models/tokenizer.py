@@ -5,7 +5,7 @@
 
 Special ids (PaliGemma): pad 0, eos 1, bos 2, unk 3. With a user's real `paligemma_tokenizer.model`
 (vocab 257152) the ids match released checkpoints. Without it, pi0lab ships a small SentencePiece
-model trained on the instruction corpus in `pi0lab/assets/instructions.txt` (a few hundred pieces,
+model trained on the instruction corpus in `pi0lab/assets/instructions.txt` (512 pieces, whole words,
 byte fallback so any text encodes); its ids fit `Pi0Config.nano()`'s vocabulary, not a real pi0.
 """
 
@@ -25,15 +25,17 @@ PAD, EOS, BOS, UNK = 0, 1, 2, 3
 log = logging.getLogger(__name__)
 
 
-def train_tokenizer(corpus: str | Path, output: str | Path, vocab_size: int = 1000) -> Path:
-    """Train a unigram SentencePiece model with PaliGemma's special ids on a text file (one prompt per line).
+def train_tokenizer(corpus: str | Path, output: str | Path, vocab_size: int = 512) -> Path:
+    """Train a BPE SentencePiece model with PaliGemma's special ids on a text file (one prompt per line).
 
-    `vocab_size` is an upper bound: a small corpus yields fewer pieces. This is how the shipped
+    BPE merges every frequent word of a small corpus into one piece (a unigram model trained on a
+    corpus this small keeps splitting common words into letters, so prompts get needlessly long).
+    `vocab_size` counts the 256 byte-fallback pieces. This is how the shipped
     `instructions_tokenizer.model` was made (from `instructions.txt`).
     """
     proto = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus), model_writer=proto, vocab_size=vocab_size, hard_vocab_limit=False, model_type="unigram",
+        input=str(corpus), model_writer=proto, vocab_size=vocab_size, hard_vocab_limit=False, model_type="bpe",
         pad_id=PAD, eos_id=EOS, bos_id=BOS, unk_id=UNK, byte_fallback=True, user_defined_symbols=["\n"],
         character_coverage=1.0, add_dummy_prefix=False, normalization_rule_name="identity", minloglevel=2,
     )
