@@ -147,6 +147,7 @@ class RLTrainer:
         metrics.update(timer.totals)
         env_steps = sum(int(t.episode_info["episode_len"].sum()) for t, _ in trajectories)
         metrics["time/iteration"] = time.perf_counter() - start
+        metrics["env/steps"] = float(env_steps)
         metrics["env/steps_per_second"] = env_steps / max(timer.totals.get("time/env", 0) + timer.totals.get("time/rollout", 0), 1e-9)
 
         eval_result = None

@@ -1,0 +1,74 @@
+"""Learning benchmark: few-shot SFT, then PPO and GRPO from the same SFT checkpoint, per tabletop suite.
+
+    python benchmarks/learning.py                        # all four suites (hours on a 2-core CPU)
+    python benchmarks/learning.py --suites tabletop_goal runner.max_epochs=20
+
+Prints the reference recipe's table with our numbers, plus env steps and wall-clock per stage, and
+writes them to <out>/learning.json. Success is the ODE sampler's on the same fixed (task, init)
+pairs for every row (`env.eval.num_episodes` of them).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pi0lab.envs.demos import read_demo_index, write_demos
+from pi0lab.train.config import load_config
+from pi0lab.train.evaluate import results_table
+from pi0lab.train.sft import run_sft
+from pi0lab.train.trainer import RLTrainer
+
+SUITES = ["tabletop_spatial", "tabletop_object", "tabletop_goal", "tabletop_long"]
+
+
+def rl_stage(name: str, suite: str, checkpoint: Path, out: Path, overrides: list[str]) -> dict:
+    cfg = load_config(name, [f"env.train.task_suite_name={suite}", f"actor.model.model_path={checkpoint}",
+                             f"runner.logger.log_path={out}", "runner.val_check_interval=-1", *overrides])
+    start = time.perf_counter()
+    trainer = RLTrainer(cfg)
+    try:
+        steps = sum(event.metrics["env/steps"] for event in trainer.iterate())
+        result = trainer.evaluate()
+    finally:
+        trainer.close()
+    return {"success": result.success_rate, "env_steps": int(steps), "minutes": (time.perf_counter() - start) / 60,
+            "per_task": result.per_task}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suites", nargs="+", default=SUITES)
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark-learning"))
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every config")
+    args = parser.parse_args()
+    results = {}
+    for suite in args.suites:
+        out = args.out / suite
+        shared = [f"env.train.task_suite_name={suite}", *args.overrides]
+        sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
+                                                    "sft.eval_interval=-1", *shared])
+        start = time.perf_counter()
+        write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task)
+        demo_steps = sum(e["length"] for e in read_demo_index(sft_cfg.sft.demo_path)["episodes"])
+        sft = run_sft(sft_cfg)
+        results[suite] = {
+            "sft": {"success": sft.success_rate, "env_steps": demo_steps, "minutes": (time.perf_counter() - start) / 60,
+                    "per_task": sft.evaluations[max(sft.evaluations)].per_task},
+            "ppo": rl_stage("tabletop_ppo_nano", suite, sft.checkpoint, out / "ppo", args.overrides),
+            "grpo": rl_stage("tabletop_grpo_nano", suite, sft.checkpoint, out / "grpo", args.overrides),
+        }
+        (args.out / "learning.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps({k: {s: round(v[s]["success"], 3) for s in v} for k, v in results.items()}), flush=True)
+
+    rows = {label: {suite: results[suite][stage]["success"] for suite in results}
+            for stage, label in (("sft", "pi0 nano, few-shot SFT"), ("ppo", "PPO"), ("grpo", "GRPO"))}
+    print(results_table(rows, list(results)))
+    print("\n| Stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
+    for stage in ("sft", "ppo", "grpo"):
+        cells = [f"{results[s][stage]['env_steps']:,} steps, {results[s][stage]['minutes']:.0f} min" for s in results]
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
