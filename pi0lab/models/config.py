@@ -101,7 +101,7 @@ class Pi0Config:
 
     @classmethod
     def nano(cls, **overrides) -> "Pi0Config":
-        """Same architecture at CPU size: 64-px images, patch 8, ~2.5M parameters, vocab of the shipped tokenizer."""
+        """Same architecture at CPU size: 64-px images, patch 8, 2.2M parameters, vocab of the shipped tokenizer."""
         config = cls(
             vision=SiglipConfig(width=128, depth=4, mlp_dim=512, num_heads=4, patch_size=8, image_size=64),
             vlm=GemmaConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=1, head_dim=32),
