@@ -45,13 +45,13 @@ class Pi0Policy(nn.Module):
     """pi0 + tokenizer + norm stats + the RL sampling recipe.
 
     noise_method: "flow_sde" (one noisy step per call), "cps", "reinflow" (learned std, every step; needs
-    the model's noise head) or "ode". `train_expert_only` freezes SigLIP, projector, embedding and VLM;
-    `detach_critic_input` keeps the value loss from updating the expert.
+    the model's noise head) or "ode". `train_expert_only` freezes SigLIP, projector, embedding and VLM.
+    Whether the critic's gradient reaches the expert is the value head's own `detach` flag.
     """
 
     def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
                  action_chunk: int = 5, action_env_dim: int = 7, num_steps: int = 4, noise_method: str = "flow_sde",
-                 noise_level: float = 0.5, train_expert_only: bool = False, detach_critic_input: bool = False):
+                 noise_level: float = 0.5, train_expert_only: bool = False):
         super().__init__()
         config = model.config
         tokenizer = tokenizer or PaligemmaTokenizer(model.tokenizer_path, max_len=config.max_token_len)
@@ -77,8 +77,6 @@ class Pi0Policy(nn.Module):
         self.action_chunk, self.action_env_dim, self.num_steps = action_chunk, action_env_dim, num_steps
         self.noise_method, self.noise_level = noise_method, noise_level
         self.train_expert_only = train_expert_only
-        if config.value_head:
-            model.value_head.detach = detach_critic_input
         if train_expert_only:
             for part in (model.vision, model.projector, model.embed_tokens, model.vlm):
                 part.requires_grad_(False)
