@@ -106,15 +106,8 @@ class EnvConfig:
 
 
 @dataclass
-class RolloutModelConfig:
-    model_path: str | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
-
-
-@dataclass
 class RolloutConfig:
-    pipeline_stage_num: int = 1
-    model: RolloutModelConfig = field(default_factory=RolloutModelConfig)
+    pipeline_stage_num: int = 1  # env / rollout overlap stages (multi-process runtime only)
 
 
 @dataclass

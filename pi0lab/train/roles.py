@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from pi0lab.envs import VectorEnv, make_env
 from pi0lab.models import Pi0, Pi0Config
 from pi0lab.models.checkpoint import load_pi0
-from pi0lab.models.heads import ValueHead
+from pi0lab.models.heads import NoiseHead, ValueHead
 from pi0lab.models.policy import Pi0Policy
 
 
@@ -106,8 +106,6 @@ def build_policy(model_cfg: DictConfig, device: torch.device | str = "cpu", over
 
 def attach_heads(model: Pi0, value_head: bool, detach_critic_input: bool, noise_head: bool) -> None:
     """Give a loaded model the RL heads it lacks (fresh weights); set the critic's detach flag."""
-    from pi0lab.models.heads import NoiseHead
-
     config: Pi0Config = model.config
     if value_head and not config.value_head:
         model.value_head = ValueHead(config.expert.width)

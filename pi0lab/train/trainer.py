@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class IterationEvent:
     video: bytes | None = None  # mp4 of one training episode, when video_cfg.save_video
     checkpoint: Path | None = None
     eval_result: EvalResult | None = None
-    extras: dict = field(default_factory=dict)
 
 
 class RLTrainer:
@@ -48,6 +47,9 @@ class RLTrainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if cfg.actor.model.precision == "bf16" and self.device.type != "cuda":
             raise ValueError("actor.model.precision=bf16 needs a CUDA device; set actor.model.precision=fp32 on CPU")
+        if cfg.cluster.num_nodes != 1 or cfg.cluster.num_devices != 1:
+            raise ValueError("this trainer runs the env, rollout and actor roles in one process on one device: set "
+                             "cluster.num_nodes=1 cluster.num_devices=1 (placement across devices is not available yet)")
         if cfg.rollout.pipeline_stage_num != 1:
             raise ValueError("rollout.pipeline_stage_num > 1 overlaps env and rollout in separate processes, "
                              "which the single-process trainer does not run; set it to 1")
