@@ -1,7 +1,8 @@
 """The actor role: PPO / GRPO updates of the policy on a finished rollout.
 
-Samples are the valid chunk steps (t, n) of the window. Each update epoch shuffles them into global
-batches of `actor.global_batch_size`, each accumulated from micro-batches of `actor.micro_batch_size`:
+Samples are the valid chunk steps (t, n) of the window. Each update epoch shuffles all of them into
+global batches of about `actor.global_batch_size`, each accumulated from micro-batches of
+`actor.micro_batch_size`:
 
     loss = policy_loss + value_loss - entropy_bonus * entropy      (policy_loss carries the k3 KL term)
 
@@ -41,7 +42,7 @@ class ActorRole:
         if samples.shape[0] == 0:
             return {"actor/num_samples": 0.0}
         critic_only = iteration < self.cfg.optim.critic_warmup_steps
-        global_size = min(self.cfg.global_batch_size, samples.shape[0])
+        num_batches = max(1, round(samples.shape[0] / self.cfg.global_batch_size))  # every sample, batches near the size
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         skipped, steps, kl_stopped = 0, 0, False
@@ -53,8 +54,7 @@ class ActorRole:
 
         for _ in range(self.algo.update_epoch):
             order = samples[torch.randperm(samples.shape[0], generator=self.generator)]
-            for start in range(0, order.shape[0] - global_size + 1, global_size):
-                batch = order[start : start + global_size]
+            for batch in order.tensor_split(num_batches):
                 batch_kl = 0.0
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in batch.split(self.cfg.micro_batch_size):
