@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     shared = [f"env.train.task_suite_name={args.suite}", *args.overrides]
-    sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos", *shared])
+    sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
+                                                "sft.eval_interval=-1", *shared])
     print(f"[1/3] expert demos of {args.suite} -> {out}/demos")
     write_demos(args.suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task)
 
