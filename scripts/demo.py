@@ -25,7 +25,7 @@ from pi0lab.train.trainer import RLTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_CURVES = ["sft/loss", "sft/grad_norm", "eval/success"]
-RL_CURVES = ["env/success_once", "eval/success", "actor/loss", "actor/value_loss", "actor/approx_kl",
+RL_CURVES = ["env/success_once", "actor/loss", "actor/value_loss", "actor/approx_kl",
              "actor/pg_clipfrac", "actor/grad_norm", "rollout/advantages_mean", "env/episode_len"]
 
 

@@ -12,7 +12,8 @@ def metric_figure(records: list[dict], names: list[str], columns: int = 3, title
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=names)
     for i, name in enumerate(names):
         points = [(r["step"], r[name]) for r in records if r.get(name) is not None]
-        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+        mode = "lines" if len(points) > 100 else "lines+markers"  # markers only while they stay readable
+        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode=mode,
                                  name=name, showlegend=False), row=i // columns + 1, col=i % columns + 1)
     fig.update_layout(height=220 * rows, margin=dict(t=60, l=40, r=20, b=30), title=title)
     return fig
