@@ -70,14 +70,16 @@ def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
 
         theta = 2 acos(w),  axis = (x, y, z) / sqrt(1 - w^2),  result = theta * axis
 
-    w is clipped to [-1, 1]; a (near-)identity rotation (sqrt(1 - w^2) ~ 0) gives zeros. w is not
-    made positive first, so theta lies in [0, 2 pi] -- the convention openpi / RLinf trained on.
+    computed as theta = 2 atan2(|xyz|, w) with axis = xyz / |xyz| (the same values for a unit
+    quaternion, but acos and sqrt(1 - w^2) lose half the digits near |w| = 1). A (near-)identity
+    rotation (|xyz| ~ 0) gives zeros. w is not made positive first, so theta lies in [0, 2 pi] --
+    the convention openpi / RLinf trained on.
     """
-    x_y_z, w = np.asarray(quat[:3], dtype=np.float64), float(np.clip(quat[3], -1.0, 1.0))
-    sin_half = np.sqrt(1.0 - w * w)  # = |sin(theta / 2)|
+    x_y_z, w = np.asarray(quat[:3], dtype=np.float64), float(quat[3])
+    sin_half = np.linalg.norm(x_y_z)  # = |sin(theta / 2)| for a unit quaternion
     if np.isclose(sin_half, 0.0):
         return np.zeros(3)
-    return x_y_z * 2.0 * np.arccos(w) / sin_half
+    return x_y_z * 2.0 * np.arctan2(sin_half, w) / sin_half
 
 
 def rotate_180(image: np.ndarray) -> np.ndarray:
