@@ -7,24 +7,16 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
-from pi0lab.models import Pi0
-from pi0lab.models.checkpoint import save_pi0
-from pi0lab.models.normalize import NormStats
 from pi0lab.train.config import load_config
-from pi0lab.train.sft import fresh_model_config
 from pi0lab.train.trainer import RLTrainer
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libero") is None, reason="LIBERO is not installed")
 
 
 @pytest.mark.parametrize("name, group", [("libero_10_ppo_openpi", 1), ("libero_10_grpo_openpi", 2)])
-def test_recipe_config_runs_one_iteration(name, group, tmp_path):
-    torch.manual_seed(0)
-    model = Pi0(fresh_model_config(load_config("tabletop_sft_nano")))
-    model.norm_stats = {"state": NormStats(np.zeros(8), np.ones(8)), "actions": NormStats(np.zeros(7), np.ones(7))}
-    checkpoint = save_pi0(model, tmp_path / "model")
+def test_recipe_config_runs_one_iteration(name, group, random_nano_checkpoint, tmp_path):
+    checkpoint = random_nano_checkpoint
     cfg = load_config(name, [
         f"actor.model.model_path={checkpoint}", "actor.model.size=nano", "actor.model.precision=fp32",
         f"runner.logger.log_path={tmp_path}/run", "runner.max_epochs=1", "runner.logger.logger_backends=[]",

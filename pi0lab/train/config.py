@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from pi0lab.envs import ACTION_DIM as ENV_ACTION_DIM  # every env behind the contract takes 7-D actions
+from pi0lab.train.loggers import LOGGER_BACKENDS
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-ENV_ACTION_DIM = 7  # every env behind the contract takes 7-D actions (DESIGN §6)
 
 
 class ConfigError(ValueError):
@@ -326,9 +328,6 @@ def _check_type(value: Any, hint: Any, path: str) -> None:
             raise ConfigError(f"{path} must be a string, got {value!r}")
     else:
         raise TypeError(f"schema type {hint} of {path} is not handled")
-
-
-LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
 
 
 def check_consistency(cfg: DictConfig) -> None:

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+LOGGER_BACKENDS = ("tensorboard", "wandb", "swanlab")
+
 
 class MetricLogger:
     """Writes `{"step": s, name: value, ...}` lines to `<log_dir>/metrics.jsonl` and to each backend."""
@@ -32,7 +34,7 @@ class MetricLogger:
                 swanlab = _import_backend("swanlab")
                 self._swanlab = swanlab.init(project=project, experiment_name=experiment, logdir=str(self.log_dir), config=config)
             else:
-                raise ValueError(f"unknown logger backend {backend!r}; valid: tensorboard, wandb, swanlab")
+                raise ValueError(f"unknown logger backend {backend!r}; valid: {', '.join(LOGGER_BACKENDS)}")
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Record scalar metrics at `step` (non-finite values are kept in JSONL as null)."""
