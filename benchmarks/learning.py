@@ -49,7 +49,8 @@ def main() -> None:
         sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
                                                     "sft.eval_interval=-1", *shared])
         start = time.perf_counter()
-        write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task)
+        write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,
+                noise_std=sft_cfg.sft.demo_action_noise)
         demo_steps = sum(e["length"] for e in read_demo_index(sft_cfg.sft.demo_path)["episodes"])
         sft = run_sft(sft_cfg)
         results[suite] = {

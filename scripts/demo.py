@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
                                                 "sft.eval_interval=-1", *shared])
     print(f"[1/3] expert demos of {args.suite} -> {out}/demos")
-    write_demos(args.suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task)
+    write_demos(args.suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,
+                noise_std=sft_cfg.sft.demo_action_noise)
 
     print("[2/3] few-shot SFT")
     sft = run_sft(sft_cfg)

@@ -57,6 +57,7 @@ def test_overrides_as_a_python_dict():
         ("cluster.component_placement={env: 0-9, rollout: all, actor: all}", "only 0-7 exist"),
         ("runner.logger.logger_backends=[mlflow]", "unknown backend 'mlflow'"),
         ("actor.micro_batch_size=100", "does not divide actor.global_batch_size=2048"),
+        ("sft.demo_action_noise=-0.2", "sft.demo_action_noise must be >= 0"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, message):

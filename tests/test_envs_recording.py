@@ -58,7 +58,7 @@ def test_video_recorder_rejects_bad_input():
 def test_demos_round_trip_and_replay_to_the_same_observations(tmp_path):
     index_path = write_demos("tabletop_object", tmp_path, episodes_per_task=2, task_ids=[3, 7], image_size=16, num_envs=3)
     index = json.loads(index_path.read_text())
-    assert [(e["task_id"], e["init_state_id"]) for e in index["episodes"]] == [(3, 0), (3, 1), (7, 0), (7, 1)]
+    assert [(e["task_id"], e["init_state_id"]) for e in index["episodes"]] == [(3, 49), (3, 48), (7, 49), (7, 48)]
     episodes = read_demos(tmp_path)
     assert len(episodes) == 4 and all(e["success"] for e in episodes)
     episode = episodes[2]
@@ -68,12 +68,30 @@ def test_demos_round_trip_and_replay_to_the_same_observations(tmp_path):
     assert episode["instruction"] == "pick up the blue bar and place it in the basket"
     # replaying the recorded actions from the same initial state sees the recorded observations
     env = make_env("tabletop_object", 1, image_size=16)
-    obs = env.reset(task_ids=[7], init_state_ids=[0])
+    obs = env.reset(task_ids=[7], init_state_ids=[49])
     for t in range(length):
         np.testing.assert_array_equal(obs["main_images"][0], episode["main_images"][t])
         np.testing.assert_array_equal(obs["states"][0], episode["states"][t])
         obs, _, terminated, _, _ = env.step(episode["actions"][t][None, None])
     assert terminated[0, 0]
+
+
+def test_noisy_demos_execute_noise_but_store_the_clean_expert_action(tmp_path):
+    write_demos("tabletop_spatial", tmp_path, episodes_per_task=3, task_ids=[2], image_size=16, noise_std=0.3, num_envs=3)
+    episodes = read_demos(tmp_path)
+    env = make_env("tabletop_spatial", 1, image_size=16)
+    env.reset(task_ids=[2], init_state_ids=[49])  # before any noise the label is the expert's own action
+    np.testing.assert_allclose(episodes[0]["actions"][0], env.expert_actions(1)[0, 0], atol=1e-6)
+    residuals = []  # executed motion / POS_STEP - label = the noise, std 0.3, where nothing was clipped
+    for e in episodes:
+        moved = np.diff(e["states"][:, :3], axis=0) / 0.05
+        label = e["actions"][:-1, :3]
+        inside = np.abs(label) < 0.4
+        residuals.append((moved - label)[inside])
+    residuals = np.concatenate(residuals)
+    assert len(residuals) > 50 and 0.22 < residuals.std() < 0.38
+    with pytest.raises(ValueError, match="noise_std"):
+        write_demos("tabletop_spatial", tmp_path, episodes_per_task=1, noise_std=-0.1)
 
 
 def test_reading_a_wrong_directory_says_what_is_expected(tmp_path):

@@ -9,11 +9,19 @@ On-disk format (a directory):
     episode_00000.npz     main_images  uint8   [T, H, W, 3]   what the policy saw before action t
                           wrist_images uint8   [T, H, W, 3]
                           states       float32 [T, 8]         eef pos, axis-angle, gripper qpos
-                          actions      float32 [T, 7]         the action taken at step t (in [-1, 1])
+                          actions      float32 [T, 7]         the expert's action at step t (in [-1, 1])
                           rewards      float32 [T]            1 at the step that succeeded, else 0
 
 Episodes are recorded one action per env step (chunk 1), so every step has its observation; a
 training sample is (observation t, actions t .. t+H-1), padded past the end by the caller.
+
+With `noise_std` > 0 the recording is DART-style: the env executes the expert's action plus Gaussian
+noise on dims 0-5, but the file stores the expert's clean action, so the demos show how to recover
+from the small mistakes a learned policy makes without teaching it the noise.
+
+Demos come from the last initial states of each task (49, 48, ...): evaluation pairs start at init
+state 0 (`pi0lab.train.evaluate`), so an evaluation never replays a scene the policy was trained on
+as long as demos and evaluation together use at most the 50 initial states of a task.
 """
 
 from __future__ import annotations
@@ -28,24 +36,27 @@ from tqdm.auto import tqdm
 from pi0lab.envs.tabletop import TabletopVectorEnv
 
 FORMAT, VERSION = "pi0lab-demos", 1
+MAX_TRIES = 5  # recordings of one (task, init state) before a noisy expert is given up on
 ARRAYS = ("main_images", "wrist_images", "states", "actions", "rewards")
 
 
 def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noise_std: float = 0.0) -> list[dict]:
-    """Run the expert in every env (one action per step) until each episode ends; return one dict per
-    env with the arrays of `ARRAYS` cut to the episode length, plus task_id, init_state_id,
-    instruction, success."""
+    """Run the expert in every env (one action per step, executed with `noise_std` noise on dims 0-5)
+    until each episode ends; return one dict per env with the arrays of `ARRAYS` (actions: the clean
+    expert actions) cut to the episode length, plus task_id, init_state_id, instruction, success."""
     obs = env.reset(task_ids=task_ids, init_state_ids=init_state_ids)
     n = env.num_envs
     steps = {key: [] for key in ARRAYS}
     ended = np.zeros(n, bool)
     while not ended.all():
-        actions = env.expert_actions(1, noise_std).astype(np.float32)  # stored and executed alike
+        actions = env.expert_actions(1).astype(np.float32)  # [N,1,7] the labels
+        executed = actions.copy()
+        executed[..., :6] = np.clip(actions[..., :6] + noise_std * env.expert_rng.standard_normal((n, 1, 6)), -1, 1)
         steps["main_images"].append(obs["main_images"])
         steps["wrist_images"].append(obs["wrist_images"])
         steps["states"].append(obs["states"])
         steps["actions"].append(actions[:, 0])
-        obs, rewards, terminated, truncated, info = env.step(actions)
+        obs, rewards, terminated, truncated, info = env.step(executed)
         steps["rewards"].append(rewards[:, 0])
         ended |= terminated[:, 0] | truncated[:, 0]
     stacked = {key: np.stack(value, axis=1) for key, value in steps.items()}  # [N, T_max, ...]
@@ -61,30 +72,46 @@ def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noi
 
 def write_demos(suite: str, out_dir: str | os.PathLike, episodes_per_task: int = 10, task_ids=None,
                 image_size: int = 64, noise_std: float = 0.0, seed: int = 0, num_envs: int = 16) -> Path:
-    """Record `episodes_per_task` expert episodes (init states 0..n-1) for each task and write them
-    in the format above; return the index path."""
+    """Record `episodes_per_task` successful expert episodes for each task, from init states 49, 48, ...
+    (see the module docstring), and write them in the format above; return the index path.
+
+    With noise a recording can fail (too slow to recover); that (task, init state) is recorded again
+    with fresh noise, up to MAX_TRIES times, and only successful episodes are written.
+    """
     env = TabletopVectorEnv(suite, num_envs, image_size=image_size, seed=seed)
     task_ids = list(range(env.num_tasks)) if task_ids is None else list(task_ids)
     if not 1 <= episodes_per_task <= env.num_init_states(0):
         raise ValueError(f"episodes_per_task must be in 1..{env.num_init_states(0)} (one per init state)")
-    pairs = [(t, k) for t in task_ids for k in range(episodes_per_task)]
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0; got {noise_std}")
+    last = env.num_init_states(0) - 1
+    pending = [(t, last - k) for t in task_ids for k in range(episodes_per_task)]
+    tries = dict.fromkeys(pending, 0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    recorded = {}
+    with tqdm(total=len(pending), desc=f"demos {suite}") as bar:
+        while pending:
+            batch, pending = pending[:num_envs], pending[num_envs:]
+            padded = batch + [batch[-1]] * (num_envs - len(batch))  # extras are dropped
+            for pair, episode in zip(batch, record_expert_episodes(env, *zip(*padded), noise_std)):
+                tries[pair] += 1
+                if episode["success"]:
+                    recorded[pair] = episode
+                    bar.update()
+                elif tries[pair] < MAX_TRIES:
+                    pending.append(pair)
+                else:
+                    raise RuntimeError(f"the expert failed {MAX_TRIES} times on task {pair[0]}, init state {pair[1]} "
+                                       f"with action noise {noise_std}; use a smaller noise_std")
     index = {"format": FORMAT, "version": VERSION, "suite": suite, "image_size": image_size,
              "noise_std": noise_std, "episodes": []}
-    with tqdm(total=len(pairs), desc=f"demos {suite}") as bar:
-        for start in range(0, len(pairs), num_envs):
-            batch = pairs[start:start + num_envs]
-            batch = batch + [batch[-1]] * (num_envs - len(batch))  # pad the last batch; extras are dropped
-            episodes = record_expert_episodes(env, [t for t, _ in batch], [k for _, k in batch], noise_std)
-            for episode in episodes[: min(num_envs, len(pairs) - start)]:
-                name = f"episode_{len(index['episodes']):05d}.npz"
-                np.savez_compressed(out / name, **{key: episode[key] for key in ARRAYS})
-                index["episodes"].append({"file": name, "task_id": episode["task_id"],
-                                          "init_state_id": episode["init_state_id"],
-                                          "instruction": episode["instruction"], "success": episode["success"],
-                                          "length": len(episode["actions"])})
-                bar.update()
+    for pair in sorted(recorded, key=lambda p: (task_ids.index(p[0]), -p[1])):
+        episode = recorded[pair]
+        name = f"episode_{len(index['episodes']):05d}.npz"
+        np.savez_compressed(out / name, **{key: episode[key] for key in ARRAYS})
+        index["episodes"].append({"file": name, "task_id": episode["task_id"], "init_state_id": episode["init_state_id"],
+                                  "instruction": episode["instruction"], "success": True, "length": len(episode["actions"])})
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return out / "index.json"
 

@@ -171,6 +171,7 @@ class FreshModelConfig:
 class SftConfig:
     demo_path: str = "runs/demos"
     demos_per_task: int = 5  # few-shot: demos used per task
+    demo_action_noise: float = 0.0  # std of the noise executed (not stored) while recording demos (DART)
     num_steps: int = 2000  # optimiser steps
     batch_size: int = 32
     lr: float = 3e-4
@@ -398,6 +399,8 @@ def check_consistency(cfg: DictConfig) -> None:
             f"actor.model.num_action_chunks={model.num_action_chunks} must be in [1, {horizon}] "
             f"(the action horizon of the {model.size!r} model)"
         )
+    if cfg.sft.demo_action_noise < 0:
+        fail(f"sft.demo_action_noise must be >= 0, got {cfg.sft.demo_action_noise}")
     if cfg.actor.global_batch_size % cfg.actor.micro_batch_size:
         fail(
             f"actor.micro_batch_size={cfg.actor.micro_batch_size} does not divide "

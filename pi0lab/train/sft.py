@@ -63,10 +63,10 @@ def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.nda
 
 
 def load_demo_set(demo_path: str | Path, demos_per_task: int, horizon: int) -> DemoSet:
-    """The first `demos_per_task` successful episodes of every task in a demo directory."""
+    """The first `demos_per_task` successful episodes of every task in a demo directory, in index order."""
     episodes = read_demos(demo_path)
     chosen: dict[int, list[dict]] = {}
-    for episode in sorted(episodes, key=lambda e: (e["task_id"], e["init_state_id"])):
+    for episode in episodes:
         if len(chosen.setdefault(episode["task_id"], [])) < demos_per_task:
             chosen[episode["task_id"]].append(episode)
     short = {task: len(eps) for task, eps in chosen.items() if len(eps) < demos_per_task}
