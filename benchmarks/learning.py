@@ -2,10 +2,12 @@
 
     python benchmarks/learning.py                        # all four suites (hours on a 2-core CPU)
     python benchmarks/learning.py --suites tabletop_goal runner.max_epochs=20
+    python benchmarks/learning.py --table                # only print the table of the results so far
 
-Prints the reference recipe's table with our numbers, plus env steps and wall-clock per stage, and
-writes them to <out>/learning.json. Success is the ODE sampler's on the same fixed (task, init)
-pairs for every row (`env.eval.num_episodes` of them).
+Each suite's numbers go to <out>/<suite>/result.json, so suites can run as separate processes
+(one per core, OMP_NUM_THREADS=1) into the same --out. Prints the reference recipe's table with
+every suite found there, plus env steps and wall-clock per stage. Success is the ODE sampler's on
+the same fixed (task, init) pairs for every row (`env.eval.num_episodes` of them).
 """
 
 import argparse
@@ -40,28 +42,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suites", nargs="+", default=SUITES)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-learning"))
+    parser.add_argument("--table", action="store_true", help="print the table of the results in --out and stop")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every config")
     args = parser.parse_args()
-    results = {}
-    for suite in args.suites:
+    for suite in [] if args.table else args.suites:
         out = args.out / suite
         shared = [f"env.train.task_suite_name={suite}", *args.overrides]
         sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
                                                     "sft.eval_interval=-1", *shared])
         start = time.perf_counter()
         write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,
-                noise_std=sft_cfg.sft.demo_action_noise)
+                    noise_std=sft_cfg.sft.demo_action_noise)
         demo_steps = sum(e["length"] for e in read_demo_index(sft_cfg.sft.demo_path)["episodes"])
         sft = run_sft(sft_cfg)
-        results[suite] = {
+        result = {
             "sft": {"success": sft.success_rate, "env_steps": demo_steps, "minutes": (time.perf_counter() - start) / 60,
                     "per_task": sft.evaluations[max(sft.evaluations)].per_task},
             "ppo": rl_stage("tabletop_ppo_nano", suite, sft.checkpoint, out / "ppo", args.overrides),
             "grpo": rl_stage("tabletop_grpo_nano", suite, sft.checkpoint, out / "grpo", args.overrides),
         }
-        (args.out / "learning.json").write_text(json.dumps(results, indent=1))
-        print(json.dumps({k: {s: round(v[s]["success"], 3) for s in v} for k, v in results.items()}), flush=True)
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps({suite: {stage: round(result[stage]["success"], 3) for stage in result}}), flush=True)
+    print_table(args.out)
 
+
+def print_table(out: Path) -> None:
+    """The reference-style success table and the cost per stage of every suite with a result in `out`."""
+    results = {suite: json.loads((out / suite / "result.json").read_text())
+               for suite in SUITES if (out / suite / "result.json").is_file()}
+    if not results:
+        raise SystemExit(f"no results in {out}: run the benchmark first")
     rows = {label: {suite: results[suite][stage]["success"] for suite in results}
             for stage, label in (("sft", "pi0 nano, few-shot SFT"), ("ppo", "PPO"), ("grpo", "GRPO"))}
     print(results_table(rows, list(results)))
