@@ -62,3 +62,13 @@ def test_a_tiny_sft_run_saves_a_loadable_policy(demo_dir, tmp_path):
     assert set(model.norm_stats) == {"state", "actions"} and model.norm_stats["actions"].dim == 7
     policy = Pi0Policy.from_checkpoint(result.checkpoint)
     assert policy.action_chunk == 5
+
+
+def test_sft_refuses_to_evaluate_on_the_scenes_its_demos_come_from(demo_dir, tmp_path):
+    cfg = load_config("tabletop_sft_nano", [
+        f"sft.demo_path={demo_dir}", f"runner.logger.log_path={tmp_path}", "sft.demos_per_task=3",
+        "env.train.task_suite_name=tabletop_goal", "env.eval.num_episodes=500", "runner.logger.logger_backends=[]",
+    ])  # 500 episodes reach init state 49 of every task; the demos start from 49, 48, 47 of tasks 0 and 1
+    with pytest.raises(ValueError, match="would score 6 scenes the demos were recorded from"):
+        run_sft(cfg, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work

@@ -28,7 +28,7 @@ from pi0lab.models.checkpoint import save_pi0
 from pi0lab.models.normalize import compute_norm_stats, normalize
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.checkpoint import write_atomically
-from pi0lab.train.evaluate import EvalResult, evaluate_policy
+from pi0lab.train.evaluate import EvalResult, evaluate_policy, evaluation_pairs
 from pi0lab.train.loggers import MetricLogger
 from pi0lab.train.roles import build_envs
 
@@ -44,6 +44,7 @@ class DemoSet:
     chunk_mask: np.ndarray  # bool [N,horizon]: False past the episode's end
     instructions: list[str]  # [N]
     num_episodes: int
+    scenes: set[tuple[int, int]]  # the (task, init state) pairs the demos start from
 
     def __len__(self) -> int:
         return len(self.states)
@@ -83,6 +84,7 @@ def load_demo_set(demo_path: str | Path, demos_per_task: int, horizon: int) -> D
         chunk_mask=np.concatenate(masks),
         instructions=[e["instruction"] for e in selected for _ in range(len(e["actions"]))],
         num_episodes=len(selected),
+        scenes={(e["task_id"], e["init_state_id"]) for e in selected},
     )
 
 
@@ -136,6 +138,15 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     rng = np.random.default_rng(cfg.actor.seed)
     config = fresh_model_config(cfg)
     demos = load_demo_set(sft.demo_path, sft.demos_per_task, config.action_horizon)
+    eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
+    num_eval_episodes = cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs
+    if eval_envs is not None:
+        seen = demos.scenes & set(evaluation_pairs(num_eval_episodes, eval_envs.num_tasks, eval_envs.num_init_states))
+        if seen:
+            eval_envs.close()
+            raise ValueError(f"env.eval.num_episodes={num_eval_episodes} would score {len(seen)} scenes the demos were "
+                             f"recorded from (e.g. task {min(seen)[0]}, init state {min(seen)[1]}); use fewer "
+                             "evaluation episodes or fewer sft.demos_per_task (demos take the last init states)")
     model = Pi0(config)
     model.norm_stats = {"state": compute_norm_stats(demos.states), "actions": compute_norm_stats(demos.action_chunks[:, 0])}
     policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
@@ -146,7 +157,6 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                           OmegaConf.to_container(cfg, resolve=True))
     save_path = Path(sft.save_path)
     result = SftResult(save_path, None)
-    eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
     if progress:
         print(f"SFT on {demos.num_episodes} demos ({len(demos)} steps), {sum(p.numel() for p in model.parameters()):,} parameters")
 
@@ -170,7 +180,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
             metrics = {"sft/loss": loss.item(), "sft/grad_norm": grad_norm.item(), "sft/lr": lr_at(step, sft)}
             done = step + 1
             if eval_envs is not None and (done == sft.num_steps or (sft.eval_interval > 0 and done % sft.eval_interval == 0)):
-                evaluation = evaluate_policy(policy, eval_envs, cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs,
+                evaluation = evaluate_policy(policy, eval_envs, num_eval_episodes,
                                              cfg.runner.seed, progress=progress)
                 result.evaluations[done] = evaluation
                 metrics["eval/success"] = evaluation.success_rate
