@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import imageio.v2 as imageio
 import numpy as np
@@ -32,6 +33,15 @@ def test_video_files_are_h264_mp4_with_one_frame_per_step(tmp_path):
     assert meta["codec"] == "h264" and meta["size"] == (128, 64 + 48)
     assert reader.count_frames() == 4
     assert recorder.mp4_bytes(1)[4:8] == b"ftyp"
+
+
+def test_without_the_ffmpeg_plugin_saving_a_video_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
+    recorder = VideoRecorder(env_ids=[0], video_base_dir=tmp_path, view_size=64)
+    _record(recorder, steps=1)
+    with pytest.raises(ImportError, match="pip install imageio-ffmpeg.*save_video=false"):
+        recorder.save("eval")
+    assert not list(tmp_path.iterdir())  # no file in another format
 
 
 def test_the_banner_carries_text_only_when_asked(tmp_path):

@@ -56,7 +56,13 @@ def encode_mp4(frames: list[np.ndarray], path: str | os.PathLike, fps: int) -> N
     """Write uint8 frames [H,W,3] (H, W multiples of 16) as H.264 mp4."""
     if not frames:
         raise ValueError("no frames to encode: call add() after reset() and step()")
-    with imageio.get_writer(path, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=16) as writer:
+    try:
+        import imageio_ffmpeg  # noqa: F401  (imageio's FFMPEG plugin; without it imageio picks another writer)
+    except ImportError:
+        raise ImportError("writing mp4 videos needs imageio-ffmpeg: pip install imageio-ffmpeg, "
+                          "or set env.*.video_cfg.save_video=false") from None
+    with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                            macro_block_size=16) as writer:
         for frame in frames:
             writer.append_data(frame)
 
