@@ -78,7 +78,8 @@ def _sft(args) -> int:
     from pi0lab.train.sft import run_sft
 
     result = run_sft(load_config(args.config, args.overrides))
-    print(f"SFT done: {result.checkpoint} (eval success {result.success_rate:.1%})")
+    score = "not evaluated" if result.success_rate is None else f"eval success {result.success_rate:.1%}"
+    print(f"SFT done: {result.checkpoint} ({score})")
     return 0
 
 
