@@ -72,3 +72,43 @@ def test_sft_refuses_to_evaluate_on_the_scenes_its_demos_come_from(demo_dir, tmp
     with pytest.raises(ValueError, match="would score 6 scenes the demos were recorded from"):
         run_sft(cfg, progress=False)
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work
+
+
+def _tiny_sft_cfg(demo_dir, out, *overrides):
+    return load_config("tabletop_sft_nano", [
+        f"sft.demo_path={demo_dir}", f"runner.logger.log_path={out}", "sft.num_steps=2", "sft.batch_size=4",
+        "sft.demos_per_task=2", "sft.eval_interval=0", "runner.logger.logger_backends=[]", *overrides,
+    ])
+
+
+def test_sft_from_a_base_starts_from_its_weights_and_keeps_its_norm_stats(demo_dir, tmp_path):
+    base = run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "base", "sft.num_steps=1"), progress=False).checkpoint
+    base_model = load_pi0(base)
+    before = {name: p.clone() for name, p in base_model.named_parameters()}
+    cfg = _tiny_sft_cfg(demo_dir, tmp_path / "tuned", f"sft.init_path={base}", "sft.lr=0", "sft.warmup_steps=1",
+                        "sft.demos_per_task=3")  # other demos than the base's: other stats, which must not be used
+    tuned = load_pi0(run_sft(cfg, progress=False).checkpoint)  # lr 0: the weights must come back unchanged
+    assert all(torch.equal(before[name], p) for name, p in tuned.named_parameters())
+    for key in ("state", "actions"):
+        np.testing.assert_array_equal(tuned.norm_stats[key].mean, base_model.norm_stats[key].mean)
+    fresh = load_pi0(run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "fresh", "sft.lr=0", "sft.warmup_steps=1"),
+                             progress=False).checkpoint)
+    assert not all(torch.equal(before[name], p) for name, p in fresh.named_parameters())
+
+
+def test_sft_from_a_base_refuses_a_missing_path_or_another_architecture(demo_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="sft.init_path=.*does not exist"):
+        run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "a", f"sft.init_path={tmp_path}/nowhere"), progress=False)
+    base = run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "base", "sft.num_steps=1"), progress=False).checkpoint
+    with pytest.raises(ValueError, match="action_horizon differ"):
+        run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "b", f"sft.init_path={base}", "sft.model.action_horizon=8"),
+                progress=False)
+
+
+def test_the_sft_command_reports_a_run_without_evaluation(demo_dir, tmp_path, capsys):
+    from pi0lab.cli import main
+
+    assert main(["sft", "tabletop_sft_nano", f"sft.demo_path={demo_dir}", f"runner.logger.log_path={tmp_path}",
+                 "sft.num_steps=1", "sft.batch_size=2", "sft.demos_per_task=2", "sft.eval_interval=0",
+                 "runner.logger.logger_backends=[]"]) == 0
+    assert "(not evaluated)" in capsys.readouterr().out

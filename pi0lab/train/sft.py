@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pi0lab.envs.demos import read_demos
 from pi0lab.models import Pi0, Pi0Config
-from pi0lab.models.checkpoint import save_pi0
+from pi0lab.models.checkpoint import load_pi0, save_pi0
 from pi0lab.models.normalize import compute_norm_stats, normalize
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.checkpoint import write_atomically
@@ -119,6 +119,28 @@ def lr_at(step: int, cfg: DictConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def initial_model(cfg: DictConfig, config: Pi0Config, demos: DemoSet) -> Pi0:
+    """The model SFT starts from: the base at `sft.init_path` with its own normalisation stats (its
+    outputs mean what they meant in pretraining), or random weights with stats from the demos."""
+    if cfg.sft.init_path is None:
+        model = Pi0(config)
+        model.norm_stats = {"state": compute_norm_stats(demos.states),
+                            "actions": compute_norm_stats(demos.action_chunks[:, 0])}
+        return model
+    path = Path(cfg.sft.init_path)
+    if not path.exists():
+        raise FileNotFoundError(f"sft.init_path={path} does not exist; point it at a pi0lab checkpoint "
+                                "(pi0lab sft writes one) or set sft.init_path=null to start from random weights")
+    model = load_pi0(path)
+    if model.config != config:
+        changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
+        raise ValueError(f"sft.init_path={path} holds a model whose {', '.join(changed)} differ from the one "
+                         "actor.model.size and sft.model describe; make them match the checkpoint")
+    if model.norm_stats is None:
+        raise ValueError(f"sft.init_path={path} carries no normalisation stats; save it with pi0lab sft")
+    return model
+
+
 @dataclass
 class SftResult:
     checkpoint: Path
@@ -128,7 +150,8 @@ class SftResult:
 
 def run_sft(cfg: DictConfig, progress: bool = True,
             callback: Callable[[int, dict[str, float]], None] | None = None) -> SftResult:
-    """Train a fresh pi0 (`actor.model.size`) on the demos of `sft.demo_path`; save it to `sft.save_path`.
+    """Train a pi0 (`actor.model.size`; from `sft.init_path` or random weights) on the demos of
+    `sft.demo_path`; save it to `sft.save_path`.
 
     callback(step, metrics) is called after every optimiser step (live plots). Ctrl-C saves the model
     reached so far before it re-raises.
@@ -147,8 +170,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
             raise ValueError(f"env.eval.num_episodes={num_eval_episodes} would score {len(seen)} scenes the demos were "
                              f"recorded from (e.g. task {min(seen)[0]}, init state {min(seen)[1]}); use fewer "
                              "evaluation episodes or fewer sft.demos_per_task (demos take the last init states)")
-    model = Pi0(config)
-    model.norm_stats = {"state": compute_norm_stats(demos.states), "actions": compute_norm_stats(demos.action_chunks[:, 0])}
+    model = initial_model(cfg, config, demos)
     policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
                        action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
