@@ -272,3 +272,18 @@ def test_any_square_image_size(size):
     env = make_env("tabletop_spatial", 2, image_size=size)
     obs = env.reset()
     assert obs["main_images"].shape == (2, size, size, 3) and obs["wrist_images"].shape == (2, size, size, 3)
+
+
+def test_the_pretrain_suite_shares_only_three_goal_instructions_and_has_many_scenes():
+    pretrain = SUITES["tabletop_pretrain"]
+    shared = {suite: {t.instruction for t in pretrain} & {t.instruction for t in SUITES[suite]}
+              for suite in TABLETOP_SUITES if suite != "tabletop_pretrain"}
+    assert shared == {"tabletop_spatial": set(), "tabletop_object": set(), "tabletop_long": set(), "tabletop_goal": {
+        "put the red cube on the plate", "put the blue cube on the plate", "put the yellow bar on the plate"}}
+    env = make_env("tabletop_pretrain", 1)
+    assert env.num_init_states(0) == 1000
+    world = make_world("tabletop_pretrain", 3, 999)
+    names = [t.name for t in world.things]
+    assert len(names) == 6 and {"plate", "basket", pretrain[3].scene[0]} <= set(names)
+    with pytest.raises(ValueError, match="out of range: 0..999"):
+        make_world("tabletop_pretrain", 0, 1000)

@@ -11,7 +11,7 @@ Suites: the built-in numpy tabletop (`tabletop_spatial`, `tabletop_object`, `tab
 
 from pi0lab.envs.base import ACTION_DIM, STATE_DIM, SingleEnv, VectorEnv
 
-TABLETOP_SUITES = ("tabletop_spatial", "tabletop_object", "tabletop_goal", "tabletop_long")
+TABLETOP_SUITES = ("tabletop_spatial", "tabletop_object", "tabletop_goal", "tabletop_long", "tabletop_pretrain")
 LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 SUITES = TABLETOP_SUITES + LIBERO_SUITES
 

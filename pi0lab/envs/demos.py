@@ -19,9 +19,9 @@ With `noise_std` > 0 the recording is DART-style: the env executes the expert's 
 noise on dims 0-5, but the file stores the expert's clean action, so the demos show how to recover
 from the small mistakes a learned policy makes without teaching it the noise.
 
-Demos come from the last initial states of each task (49, 48, ...): evaluation pairs start at init
-state 0 (`pi0lab.train.evaluate`), so an evaluation never replays a scene the policy was trained on
-as long as demos and evaluation together use at most the 50 initial states of a task.
+Demos come from the last initial states of each task (49, 48, ... in a suite of 50): evaluation
+pairs start at init state 0 (`pi0lab.train.evaluate`), so an evaluation never replays a scene the
+policy was trained on as long as demos and evaluation together use at most the initial states of a task.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noi
 
 def write_demos(suite: str, out_dir: str | os.PathLike, episodes_per_task: int = 10, task_ids=None,
                 image_size: int = 64, noise_std: float = 0.0, seed: int = 0, num_envs: int = 16) -> Path:
-    """Record `episodes_per_task` successful expert episodes for each task, from init states 49, 48, ...
+    """Record `episodes_per_task` successful expert episodes for each task, from the last init states (49, 48, ...)
     (see the module docstring), and write them in the format above; return the index path.
 
     With noise a recording can fail (too slow to recover); that (task, init state) is recorded again

@@ -41,7 +41,7 @@ class TabletopEnv(SingleEnv):
         return self.tasks[task_id].instruction
 
     def num_init_states(self, task_id: int) -> int:
-        return NUM_INIT_STATES
+        return NUM_INIT_STATES[self.suite]
 
     def reset(self, task_id: int, init_state_id: int) -> dict:
         self.start(task_id, init_state_id)

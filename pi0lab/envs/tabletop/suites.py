@@ -5,9 +5,14 @@
 - object: four different things (5 colours x {cube, bar}) and a basket; which one to move.
 - goal: one scene (three things, a plate, a basket, a cabinet with a drawer), ten different goals.
 - long: two sub-goals in sequence, each task with its own scene.
+- pretrain: not an evaluation suite but the pretraining data of the tabletop base model (the
+  stand-in for pi0's pretraining): "put the <thing> on the plate" for the ten things, with three
+  distractors and a basket (three of these instructions are goal tasks too, there in the goal
+  scene). The four suites' skills beyond it (the basket as a target, spatial references, the
+  drawer, stacking, two steps) are left for few-shot fine-tuning.
 
-10 tasks per suite, 50 fixed initial states per task: initial state k of task t is drawn from a
-generator seeded with (suite, t, k), so it is the same on every machine. Positions are random
+10 tasks per suite, 50 fixed initial states per task (1000 for pretrain): initial state k of task t
+is drawn from a generator seeded with (suite, t, k), so it is the same on every machine. Positions are random
 enough that a policy must look (a blind replay of another initial state's expert fails), and the
 spatial sampler only accepts layouts where the named relation is clear (a margin of 10 cm,
 8 cm for "next to").
@@ -38,9 +43,12 @@ COLORS = {
 PLATE_COLOR = (0.96, 0.96, 0.96)
 BASKET_COLOR = (0.55, 0.33, 0.12)
 CABINET_COLOR = (0.5, 0.34, 0.2)
-NUM_INIT_STATES = 50
-MAX_EPISODE_STEPS = {"tabletop_spatial": 60, "tabletop_object": 60, "tabletop_goal": 70, "tabletop_long": 120}
-SUITE_SEEDS = {"tabletop_spatial": 11, "tabletop_object": 12, "tabletop_goal": 13, "tabletop_long": 14}
+NUM_INIT_STATES = {"tabletop_spatial": 50, "tabletop_object": 50, "tabletop_goal": 50, "tabletop_long": 50,
+                   "tabletop_pretrain": 1000}
+MAX_EPISODE_STEPS = {"tabletop_spatial": 60, "tabletop_object": 60, "tabletop_goal": 70, "tabletop_long": 120,
+                     "tabletop_pretrain": 60}
+SUITE_SEEDS = {"tabletop_spatial": 11, "tabletop_object": 12, "tabletop_goal": 13, "tabletop_long": 14,
+               "tabletop_pretrain": 15}
 REGION = ((-0.27, 0.27), (-0.22, 0.24))  # where things are placed, x and y
 CLEARANCE = 0.015  # free space between the bounding circles of two things
 
@@ -130,6 +138,9 @@ SUITES: dict[str, list[Task]] = {
              ("yellow cube", "blue cube", "red cube", "plate"),
              (_on("yellow cube", "blue cube"), _on("red cube", "yellow cube"))),
     ],
+    "tabletop_pretrain": [
+        Task(f"put the {name} on the plate", (name, "plate", "basket"), (_on(name, "plate"),)) for name in OBJECTS
+    ],
 }
 
 
@@ -202,9 +213,9 @@ def _try_place(names: list[str], rng: np.random.Generator) -> list[Thing] | None
 
 
 def scene_names(suite: str, task_id: int, rng: np.random.Generator) -> list[str]:
-    """The things of one initial scene; the object suite adds three distractors to the target."""
+    """The things of one initial scene; the object and pretrain suites add three distractors to the target."""
     names = list(check_suite(suite)[task_id].scene)
-    if suite == "tabletop_object":
+    if suite in ("tabletop_object", "tabletop_pretrain"):
         others = [o for o in OBJECTS if o != names[0]]
         names[1:1] = [others[i] for i in rng.choice(len(others), size=3, replace=False)]
     return names
@@ -215,8 +226,8 @@ def make_world(suite: str, task_id: int, init_state_id: int) -> World:
     tasks = check_suite(suite)
     if not 0 <= task_id < len(tasks):
         raise ValueError(f"task id {task_id} out of range: {suite} has tasks 0..{len(tasks) - 1}")
-    if not 0 <= init_state_id < NUM_INIT_STATES:
-        raise ValueError(f"init state id {init_state_id} out of range: 0..{NUM_INIT_STATES - 1}")
+    if not 0 <= init_state_id < NUM_INIT_STATES[suite]:
+        raise ValueError(f"init state id {init_state_id} out of range: 0..{NUM_INIT_STATES[suite] - 1}")
     rng = np.random.default_rng([SUITE_SEEDS[suite], task_id, init_state_id])
     names = scene_names(suite, task_id, rng)
     while True:
