@@ -108,3 +108,10 @@ def test_train_expert_only_freezes_the_vlm():
 def test_real_size_model_refuses_the_shipped_tokenizer():
     with pytest.raises(ValueError, match="paligemma_tokenizer.model"):
         Pi0Policy(model(0, Pi0Config(**{**TINY.__dict__, "vocab_size": 257152})), STATS)
+
+
+def test_precision_is_checked_and_bf16_needs_cuda():
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        policy(precision="fp16")
+    with pytest.raises(ValueError, match="needs the policy on a CUDA device, not cpu"):
+        policy(precision="bf16").rollout(env_obs(2))

@@ -32,6 +32,8 @@ from pi0lab.models.normalize import NormStats, normalize, unnormalize
 from pi0lab.models.pi0 import Observation, Pi0, PrefixCache, resize_with_pad
 from pi0lab.models.tokenizer import PaligemmaTokenizer
 
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CUDA around fp32 weights (actor.model.precision)
+
 
 def to_model_images(images: Tensor, size: int) -> Tensor:
     """uint8 [N,H,W,3] -> float [N,3,size,size] in [-1,1] (x / 255 * 2 - 1, then resized with padding)."""
@@ -47,11 +49,12 @@ class Pi0Policy(nn.Module):
     noise_method: "flow_sde" (one noisy step per call), "cps", "reinflow" (learned std, every step; needs
     the model's noise head) or "ode". `train_expert_only` freezes SigLIP, projector, embedding and VLM.
     Whether the critic's gradient reaches the expert is the value head's own `detach` flag.
+    precision "bf16" runs the model under bf16 autocast (CUDA only); "fp32" runs it in fp32 everywhere.
     """
 
     def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
                  action_chunk: int = 5, action_env_dim: int = 7, num_steps: int = 4, noise_method: str = "flow_sde",
-                 noise_level: float = 0.5, train_expert_only: bool = False):
+                 noise_level: float = 0.5, train_expert_only: bool = False, precision: str = "fp32"):
         super().__init__()
         config = model.config
         tokenizer = tokenizer or PaligemmaTokenizer(model.tokenizer_path, max_len=config.max_token_len)
@@ -65,6 +68,8 @@ class Pi0Policy(nn.Module):
             raise ValueError(f"norm_stats lacks {sorted(missing)}; compute them with compute_norm_stats")
         if noise_method not in METHODS:
             raise ValueError(f"unknown noise_method {noise_method!r}; expected one of {METHODS}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         if noise_method == "reinflow" and not config.noise_head:
             raise ValueError("noise_method 'reinflow' needs a model built with Pi0Config(noise_head=True)")
         if not 1 <= action_chunk <= config.action_horizon:
@@ -76,7 +81,7 @@ class Pi0Policy(nn.Module):
         self.model, self.tokenizer, self.norm_stats = model, tokenizer, norm_stats
         self.action_chunk, self.action_env_dim, self.num_steps = action_chunk, action_env_dim, num_steps
         self.noise_method, self.noise_level = noise_method, noise_level
-        self.train_expert_only = train_expert_only
+        self.train_expert_only, self.precision = train_expert_only, precision
         if train_expert_only:
             for part in (model.vision, model.projector, model.embed_tokens, model.vlm):
                 part.requires_grad_(False)
@@ -93,9 +98,11 @@ class Pi0Policy(nn.Module):
     def device(self) -> torch.device:
         return self.model.action_out_proj.weight.device
 
-    def _autocast(self):
-        """bf16 autocast on CUDA, plain fp32 elsewhere."""
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+    def autocast(self):
+        """The context the model runs in: bf16 autocast (fp32 weights) for precision "bf16", else plain fp32."""
+        if self.precision == "bf16" and self.device.type != "cuda":
+            raise ValueError(f"precision 'bf16' needs the policy on a CUDA device, not {self.device}; use 'fp32' on CPU")
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # ----------------------------------------------------------------------------- env <-> model
 
@@ -128,12 +135,12 @@ class Pi0Policy(nn.Module):
     # ----------------------------------------------------------------------------- flow pieces
 
     def _prefix(self, obs: Observation) -> PrefixCache:
-        with self._autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.train_expert_only):
+        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.train_expert_only):
             return self.model.prefill(obs)
 
     def _velocity_fn(self, cache: PrefixCache, state: Tensor):
         def velocity(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-            with self._autocast():
+            with self.autocast():
                 v, features = self.model.denoise_step(cache, state, x, t)
             return v.float(), features.float()
 

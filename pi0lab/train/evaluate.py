@@ -136,12 +136,13 @@ def evaluate_checkpoint(
     image_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler."""
     from pi0lab.envs import make_env
     from pi0lab.models.policy import Pi0Policy
 
-    policy = Pi0Policy.from_checkpoint(path, action_chunk=chunk, num_steps=num_steps)
+    policy = Pi0Policy.from_checkpoint(path, action_chunk=chunk, num_steps=num_steps, precision=precision)
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     envs = make_env(suite, min(num_envs, num_episodes), image_size=image_size or policy.model.config.vision.image_size,
                     seed=seed)

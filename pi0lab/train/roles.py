@@ -101,6 +101,7 @@ def build_policy(model_cfg: DictConfig, device: torch.device | str = "cpu", over
         noise_method=openpi.noise_method,
         noise_level=openpi.noise_level,
         train_expert_only=openpi.train_expert_only,
+        precision=model_cfg.precision,
     )
 
 

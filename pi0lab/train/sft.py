@@ -171,8 +171,10 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                              f"recorded from (e.g. task {min(seen)[0]}, init state {min(seen)[1]}); use fewer "
                              "evaluation episodes or fewer sft.demos_per_task (demos take the last init states)")
     model = initial_model(cfg, config, demos)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
-                       action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps)
+                       action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps,
+                       precision=cfg.actor.model.precision)
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
     logger = MetricLogger(cfg.runner.logger.log_path, list(cfg.runner.logger.logger_backends),
                           cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
@@ -193,7 +195,9 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                 group["lr"] = lr_at(step, sft)
             obs, chunks, mask = demos.batch(rng.integers(len(demos), size=sft.batch_size))
             actions = normalize(torch.as_tensor(chunks), model.norm_stats["actions"], pad_to=config.action_dim)
-            loss = masked_flow_loss(model.compute_loss(policy.preprocess(obs), actions), torch.as_tensor(mask),
+            with policy.autocast():
+                elementwise = model.compute_loss(policy.preprocess(obs), actions.to(policy.device))
+            loss = masked_flow_loss(elementwise.float(), torch.as_tensor(mask, device=policy.device),
                                     cfg.actor.model.action_dim)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
