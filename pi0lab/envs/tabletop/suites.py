@@ -12,10 +12,10 @@
   drawer, stacking, two steps) are left for few-shot fine-tuning.
 
 10 tasks per suite, 50 fixed initial states per task (1000 for pretrain): initial state k of task t
-is drawn from a generator seeded with (suite, t, k), so it is the same on every machine. Positions are random
-enough that a policy must look (a blind replay of another initial state's expert fails), and the
-spatial sampler only accepts layouts where the named relation is clear (a margin of 10 cm,
-8 cm for "next to").
+is drawn from a generator seeded with (suite, t, k), so it is the same on every machine. Positions
+are random enough that a policy must look (a blind replay of another initial state's expert
+fails), and the spatial sampler only accepts layouts where the named relation is clear (a margin of
+10 cm, 8 cm for "next to").
 
 A goal is ("on", thing, target): the thing rests on the target (plate top, basket floor, cube top,
 cabinet top) and is not held; or ("open", "drawer", ""): the drawer is out by >= DRAWER_OPEN.
