@@ -18,8 +18,8 @@ import torch
 
 from pi0lab.models import Pi0
 from pi0lab.models.checkpoint import save_pi0
-from pi0lab.models.tokenizer import PaligemmaTokenizer
 from pi0lab.models.normalize import NormStats
+from pi0lab.models.tokenizer import PaligemmaTokenizer
 from pi0lab.train.config import load_config
 from pi0lab.train.sft import fresh_model_config
 from pi0lab.train.trainer import RLTrainer

@@ -133,7 +133,8 @@ def main():
             ideal = r["prefix"] + args.num_steps * r["step"]
             recompute = f"{r['recompute'] * 1e3:8.1f} {r['recompute'] / r['cached']:6.2f}x" if "recompute" in r \
                 else f"{'-':>8} {'-':>7}"
-            train = f"{'-':>8}" if "train" not in r else f"{r['train']:>8}" if r["train"] == "OOM" else f"{r['train'] * 1e3:8.1f}"
+            train = r.get("train", "-")
+            train = f"{train * 1e3:8.1f}" if isinstance(train, float) else f"{train:>8}"
             print(f"{r['size']:>5} {r['px']:>4} {r['cameras']:>4} {r['batch']:>5} | {r['prefix'] * 1e3:8.1f} "
                   f"{r['step'] * 1e3:8.1f} {r['cached'] * 1e3:8.1f} {ideal * 1e3:8.1f} {r['cached'] / ideal:6.3f} | "
                   f"{recompute} | {train}", flush=True)

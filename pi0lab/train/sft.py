@@ -161,6 +161,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     rng = np.random.default_rng(cfg.actor.seed)
     config = fresh_model_config(cfg)
     demos = load_demo_set(sft.demo_path, sft.demos_per_task, config.action_horizon)
+    model = initial_model(cfg, config, demos)  # before the eval envs: a bad init_path leaves nothing running
     eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
     num_eval_episodes = cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs
     if eval_envs is not None:
@@ -170,7 +171,6 @@ def run_sft(cfg: DictConfig, progress: bool = True,
             raise ValueError(f"env.eval.num_episodes={num_eval_episodes} would score {len(seen)} scenes the demos were "
                              f"recorded from (e.g. task {min(seen)[0]}, init state {min(seen)[1]}); use fewer "
                              "evaluation episodes or fewer sft.demos_per_task (demos take the last init states)")
-    model = initial_model(cfg, config, demos)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
                        action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps,
