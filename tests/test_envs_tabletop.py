@@ -13,7 +13,9 @@ from env_contract import check_vector_env_contract
 from pi0lab.envs import TABLETOP_SUITES, make_env
 from pi0lab.envs.tabletop.expert import expert_action
 from pi0lab.envs.tabletop.render import render_worlds
-from pi0lab.envs.tabletop.suites import SUITES, holds, make_world, resolve_goals
+from pi0lab.envs.tabletop.suites import (
+    LAYOUT_JITTER, SUITES, YAW_JITTER, holds, make_world, resolve_goals, task_layout,
+)
 from pi0lab.envs.tabletop.world import (
     DRAWER_TRAVEL, HANDLE, HELD, MAX_GAP, TABLE, WORKSPACE_HIGH, WORKSPACE_LOW, Thing, World,
 )
@@ -79,10 +81,29 @@ def _replay(world, goals, actions):
     return False
 
 
+@pytest.mark.parametrize("suite", [s for s in TABLETOP_SUITES if s != "tabletop_pretrain"])
+def test_initial_states_jitter_each_thing_around_its_spot_in_the_task_layout(suite):
+    """As LIBERO's per-object regions: every initial state of a task has the layout's things, each
+    within LAYOUT_JITTER (x, y) and YAW_JITTER of its spot; the goal suite's tasks share one layout."""
+    for task_id in range(len(SUITES[suite])):
+        layout = task_layout(suite, task_id)
+        if suite == "tabletop_goal":
+            assert [t.pos.tolist() for t in layout] == [t.pos.tolist() for t in task_layout(suite, 0)]
+        for init in range(0, 50, 7):
+            world = make_world(suite, task_id, init)
+            assert [t.name for t in world.things] == [t.name for t in layout]
+            for thing, spot in zip(world.things, layout):
+                assert np.all(np.abs(thing.pos[:2] - spot.pos[:2]) <= LAYOUT_JITTER + 1e-12)
+                assert abs(thing.yaw - spot.yaw) <= YAW_JITTER + 1e-12
+        movable = [i for i, t in enumerate(layout) if t.kind != "cabinet"]
+        spread = np.std([[make_world(suite, task_id, init).things[i].pos[:2] for i in movable] for init in range(50)], axis=0)
+        assert spread.mean() > LAYOUT_JITTER / 3  # uniform on [-J, J]: std J / sqrt(3), less near edges and neighbours
+
+
 @pytest.mark.parametrize("suite", TABLETOP_SUITES)
 def test_a_blind_policy_that_knows_the_instruction_fails_most_episodes(suite):
     """Replaying the expert's actions from another initial state of the same task (the instruction
-    is known, the image is not) rarely succeeds."""
+    is known, the image is not) fails most episodes: the layout is known, the jitter around it is not."""
     outcomes = []
     for task_id, task in enumerate(SUITES[suite]):
         for init in range(0, 50, 5):
@@ -91,7 +112,7 @@ def test_a_blind_policy_that_knows_the_instruction_fails_most_episodes(suite):
             assert ok
             unseen = make_world(suite, task_id, (init + 1) % 50)
             outcomes.append(_replay(unseen, resolve_goals(unseen, task.goals), actions))
-    assert np.mean(outcomes) < 0.3
+    assert np.mean(outcomes) < 0.4  # measured: 0.31 (goal) at most
 
 
 @pytest.mark.parametrize("suite", TABLETOP_SUITES)
@@ -118,7 +139,7 @@ def test_the_expert_following_a_wrong_instruction_fails_most_episodes(suite):
             for _ in range(120):
                 world.step(expert_action(world, wrong))
             outcomes.append(all(holds(world, g) for g in true_goals))
-    assert np.mean(outcomes) < 0.3
+    assert np.mean(outcomes) < 0.4  # measured: 0.31 (goal) at most
 
 
 # ---- physics, by hand -----------------------------------------------------------------------------

@@ -11,11 +11,14 @@
   scene). The four suites' skills beyond it (the basket as a target, spatial references, the
   drawer, stacking, two steps) are left for few-shot fine-tuning.
 
-10 tasks per suite, 50 fixed initial states per task (1000 for pretrain): initial state k of task t
-is drawn from a generator seeded with (suite, t, k), so it is the same on every machine. Positions
-are random enough that a policy must look (a blind replay of another initial state's expert
-fails), and the spatial sampler only accepts layouts where the named relation is clear (a margin of
-10 cm, 8 cm for "next to").
+10 tasks per suite, 50 fixed initial states per task (1000 for pretrain). As in LIBERO, where each
+task's BDDL file gives every object a small region, a task has one layout (drawn from a generator
+seeded with (suite, task); the goal suite's ten tasks share one) and initial state k moves every thing
+by up to LAYOUT_JITTER in x and y and YAW_JITTER in yaw from its spot there (a generator seeded with
+(suite, task, k)), so it is the same on every machine. The jitter is large enough that a policy must
+look (a blind replay of another initial state's expert fails most episodes), and the spatial sampler
+only accepts layouts where the named relation is clear (a margin of 10 cm, 8 cm for "next to").
+The pretraining scenes are scattered anywhere in REGION instead: breadth is their purpose.
 
 A goal is ("on", thing, target): the thing rests on the target (plate top, basket floor, cube top,
 cabinet top) and is not held; or ("open", "drawer", ""): the drawer is out by >= DRAWER_OPEN.
@@ -24,6 +27,7 @@ A task succeeds when all its goals hold at once.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,6 +55,9 @@ SUITE_SEEDS = {"tabletop_spatial": 11, "tabletop_object": 12, "tabletop_goal": 1
                "tabletop_pretrain": 15}
 REGION = ((-0.27, 0.27), (-0.22, 0.24))  # where things are placed, x and y
 CLEARANCE = 0.015  # free space between the bounding circles of two things
+LAYOUT_JITTER = 0.05  # an initial state moves each thing up to this far (m) in x and in y from its layout spot ...
+YAW_JITTER = 0.3  # ... and turns it up to this far (rad)
+SCATTERED_SUITES = ("tabletop_pretrain",)  # suites whose scenes have no layout
 
 
 @dataclass(frozen=True)
@@ -171,41 +178,50 @@ def _radius(name: str) -> float:
     return math.hypot(hx, hy)
 
 
-def _place(names: list[str], rng: np.random.Generator) -> list[Thing]:
+def _place(names: list[str], rng: np.random.Generator, layout: list[Thing] | None = None) -> list[Thing]:
     """Random non-overlapping placement (rejection sampling, largest first; a crowded layout is
     started over). A cabinet stands at the back, left or right, and the strip its drawer slides
-    into stays free."""
+    into stays free. With a `layout` (one Thing per name, in order) each thing is drawn near its spot
+    there (cabinets stay put) instead of anywhere in REGION."""
     for _ in range(100):
-        things = _try_place(names, rng)
+        things = _try_place(names, rng, layout)
         if things is not None:
-            order = {name: i for i, name in enumerate(names)}
-            return sorted(things, key=lambda t: order[t.name])
+            return [things[i] for i in range(len(names))]
     raise RuntimeError(f"could not place {names} without overlaps")
 
 
-def _try_place(names: list[str], rng: np.random.Generator) -> list[Thing] | None:
-    things, keep_out = [], []
-    for name in sorted(names, key=lambda n: -_radius(n)):
-        kind = _kind(name)
+def _try_place(names: list[str], rng: np.random.Generator, layout: list[Thing] | None) -> dict[int, Thing] | None:
+    things, keep_out = {}, []
+    for i in sorted(range(len(names)), key=lambda i: -_radius(names[i])):
+        name, kind = names[i], _kind(names[i])
         if kind == CABINET:
             hx, hy, hz = HALF_EXTENTS[CABINET]
-            x, y = rng.choice([-1, 1]) * rng.uniform(0.12, 0.18), rng.uniform(0.24, 0.27)
-            things.append(_make_thing(name, (x, y, hz), 0.0))
+            if layout is None:
+                x, y = rng.choice([-1, 1]) * rng.uniform(0.12, 0.18), rng.uniform(0.24, 0.27)
+            else:
+                x, y = layout[i].pos[0], layout[i].pos[1]
+            things[i] = _make_thing(name, (x, y, hz), 0.0)
             keep_out.append((x - hx - 0.03, x + hx + 0.03, y - hy - DRAWER_TRAVEL - 0.05, y + hy))
             continue
-        yaw = rng.uniform(-math.pi / 2, math.pi / 2) if kind == BAR else (rng.uniform(-0.6, 0.6) if kind == CUBE else 0.0)
+        if layout is not None:
+            yaw = layout[i].yaw + (rng.uniform(-YAW_JITTER, YAW_JITTER) if kind in (CUBE, BAR) else 0.0)
+        else:
+            yaw = rng.uniform(-math.pi / 2, math.pi / 2) if kind == BAR else (rng.uniform(-0.6, 0.6) if kind == CUBE else 0.0)
         radius = _radius(name)
         for _ in range(200):
-            x, y = rng.uniform(*REGION[0]), rng.uniform(*REGION[1])
+            if layout is None:
+                x, y = rng.uniform(*REGION[0]), rng.uniform(*REGION[1])
+            else:
+                x, y = (np.clip(layout[i].pos[a] + rng.uniform(-LAYOUT_JITTER, LAYOUT_JITTER), *REGION[a]) for a in (0, 1))
             clear_of_things = all(
                 math.hypot(x - t.pos[0], y - t.pos[1]) >= radius + _radius(t.name) + CLEARANCE
-                for t in things if t.kind != CABINET
+                for t in things.values() if t.kind != CABINET
             )
             clear_of_zones = all(
                 not (x0 - radius < x < x1 + radius and y0 - radius < y < y1 + radius) for x0, x1, y0, y1 in keep_out
             )
             if clear_of_things and clear_of_zones:
-                things.append(_make_thing(name, (x, y, HALF_EXTENTS[kind][2]), yaw))
+                things[i] = _make_thing(name, (x, y, HALF_EXTENTS[kind][2]), yaw)
                 break
         else:
             return None
@@ -221,6 +237,19 @@ def scene_names(suite: str, task_id: int, rng: np.random.Generator) -> list[str]
     return names
 
 
+@functools.cache
+def task_layout(suite: str, task_id: int) -> tuple[Thing, ...]:
+    """A task's layout: the spot of each thing, around which its initial states are drawn (one
+    layout for all tasks of the goal suite). Read-only: worlds get their own Things."""
+    tasks = check_suite(suite)
+    rng = np.random.default_rng([SUITE_SEEDS[suite], 0 if suite == "tabletop_goal" else task_id])
+    names = scene_names(suite, task_id, rng)
+    while True:
+        things = _place(names, rng)
+        if all(_is_clear(World(things), g) for g in tasks[task_id].goals):
+            return tuple(things)
+
+
 def make_world(suite: str, task_id: int, init_state_id: int) -> World:
     """Initial world `init_state_id` of a task (deterministic)."""
     tasks = check_suite(suite)
@@ -229,9 +258,13 @@ def make_world(suite: str, task_id: int, init_state_id: int) -> World:
     if not 0 <= init_state_id < NUM_INIT_STATES[suite]:
         raise ValueError(f"init state id {init_state_id} out of range: 0..{NUM_INIT_STATES[suite] - 1}")
     rng = np.random.default_rng([SUITE_SEEDS[suite], task_id, init_state_id])
-    names = scene_names(suite, task_id, rng)
+    if suite in SCATTERED_SUITES:
+        layout, names = None, scene_names(suite, task_id, rng)
+    else:
+        layout = list(task_layout(suite, task_id))
+        names = [t.name for t in layout]
     while True:
-        world = World(_place(names, rng))
+        world = World(_place(names, rng, layout))
         if all(_is_clear(world, g) for g in tasks[task_id].goals):
             return world
 
