@@ -139,7 +139,7 @@ def test_the_expert_following_a_wrong_instruction_fails_most_episodes(suite):
             for _ in range(120):
                 world.step(expert_action(world, wrong))
             outcomes.append(all(holds(world, g) for g in true_goals))
-    assert np.mean(outcomes) < 0.4  # measured: 0.31 (goal) at most
+    assert np.mean(outcomes) < 0.3
 
 
 # ---- physics, by hand -----------------------------------------------------------------------------
