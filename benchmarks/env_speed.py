@@ -8,7 +8,8 @@ Prints
   2. steps/s through the subprocess vector env with 1 and 2 worker processes (wall clock);
   3. reset time (new scene + both cameras) per env;
   4. the noise-free expert's success rate and episode length on every (task, init) pair of every
-     suite (500 per suite), through the env.
+     suite (500 per suite), through the env;
+  5. the success of a blind replay (the expert's actions from another initial state of the same task).
 LIBERO numbers (with and without cameras) come from benchmarks/libero_speed.py.
 """
 
@@ -52,6 +53,24 @@ def expert_success(suite: str, inits: int, image_size: int = 64, chunk: int = 10
     return float(np.mean(success)), float(np.mean(lengths))
 
 
+def blind_replay_success(suite: str, inits: int, chunk: int = 10) -> float:
+    """Success of replaying the expert's actions from init state k in init state k + 1 of the same task:
+    a policy that knows the instruction and the layout but does not look."""
+    seen, unseen = make_env(suite, num_envs=inits, image_size=8), make_env(suite, num_envs=inits, image_size=8)
+    success = []
+    for task in range(seen.num_tasks):
+        seen.reset(task_ids=[task] * inits, init_state_ids=list(range(inits)))
+        unseen.reset(task_ids=[task] * inits, init_state_ids=[(k + 1) % seen.num_init_states(task) for k in range(inits)])
+        while True:
+            actions = seen.expert_actions(chunk)
+            _, _, terminated, truncated, _ = seen.step(actions)
+            _, _, _, _, info = unseen.step(actions)
+            if (terminated[:, -1] | truncated[:, -1]).all():
+                break
+        success += info["success_once"].tolist()
+    return float(np.mean(success))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls and 10 init states per task")
@@ -86,6 +105,10 @@ def main() -> None:
     for suite in TABLETOP_SUITES:
         rate, length = expert_success(suite, inits)
         print(f"   {suite:17s} success {rate:6.1%}   mean episode length {length:5.1f} steps")
+
+    print(f"5. blind replay: the expert's actions from init k executed in init k + 1, {10 * inits} pairs per suite")
+    for suite in TABLETOP_SUITES:
+        print(f"   {suite:17s} success {blind_replay_success(suite, inits):6.1%}")
 
 
 if __name__ == "__main__":
