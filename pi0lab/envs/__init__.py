@@ -5,8 +5,9 @@
     obs, rewards, terminated, truncated, info = env.step(actions)   # actions [8, C, 7]
 
 Suites: the built-in numpy tabletop (`tabletop_spatial`, `tabletop_object`, `tabletop_goal`,
-`tabletop_long`, and `tabletop_pretrain`, data for a base model) and LIBERO (`libero_spatial`, `libero_object`, `libero_goal`, `libero_10`,
-`libero_90`; needs the `[libero]` extra, imported only when asked for).
+`tabletop_long`, and `tabletop_pretrain`, data for a base model) and LIBERO (`libero_spatial`,
+`libero_object`, `libero_goal`, `libero_10`, `libero_90`; needs the `[libero]` extra, imported only
+when asked for).
 """
 
 from pi0lab.envs.base import ACTION_DIM, STATE_DIM, SingleEnv, VectorEnv
