@@ -112,3 +112,15 @@ def test_the_sft_command_reports_a_run_without_evaluation(demo_dir, tmp_path, ca
                  "sft.num_steps=1", "sft.batch_size=2", "sft.demos_per_task=2", "sft.eval_interval=0",
                  "runner.logger.logger_backends=[]"]) == 0
     assert "(not evaluated)" in capsys.readouterr().out
+
+
+def test_the_augment_flag_reaches_the_training_step(demo_dir, tmp_path):
+    def first_loss(*overrides):
+        losses = []
+        run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "_".join(overrides or ["plain"]), "sft.num_steps=1", *overrides),
+                progress=False, callback=lambda step, metrics: losses.append(metrics["sft/loss"]))
+        return losses[0]
+
+    plain = first_loss()
+    assert first_loss() == plain  # same seed, same batch, same noise
+    assert first_loss("sft.augment=true") != plain

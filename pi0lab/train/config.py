@@ -172,6 +172,7 @@ class SftConfig:
     demo_path: str = "runs/demos"
     demos_per_task: int = 5  # few-shot: demos used per task
     demo_action_noise: float = 0.0  # std of the noise executed (not stored) while recording demos (DART)
+    augment: bool = False  # random crop, rotation and colour jitter of the demo images (openpi's recipe)
     init_path: str | None = None  # start from this checkpoint (a pretrained base) instead of random weights
     num_steps: int = 2000  # optimiser steps
     batch_size: int = 32

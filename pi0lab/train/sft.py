@@ -7,7 +7,8 @@ the loss is the flow-matching MSE over the real action dims and valid steps only
 
     L = sum_{b,h,d<E} m_{b,h} (u_target - v_theta)^2_{b,h,d} / sum_{b,h,d<E} m_{b,h}
 
-`sft.demos_per_task` keeps the first k episodes of each task (few-shot). Normalisation stats come
+`sft.demos_per_task` keeps the first k episodes of each task (few-shot); `sft.augment` crops, rotates
+and colour-jitters the demo images at every step (`pi0lab.train.augment`). Normalisation stats come
 from those demos and are saved with the model, so `pi0lab train` / `pi0lab eval` can load it.
 """
 
@@ -27,6 +28,7 @@ from pi0lab.models import Pi0, Pi0Config
 from pi0lab.models.checkpoint import load_pi0, save_pi0
 from pi0lab.models.normalize import compute_norm_stats, normalize
 from pi0lab.models.policy import Pi0Policy
+from pi0lab.train.augment import augment_observation
 from pi0lab.train.checkpoint import write_atomically
 from pi0lab.train.evaluate import EvalResult, evaluate_policy, evaluation_pairs
 from pi0lab.train.loggers import MetricLogger
@@ -195,8 +197,11 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                 group["lr"] = lr_at(step, sft)
             obs, chunks, mask = demos.batch(rng.integers(len(demos), size=sft.batch_size))
             actions = normalize(torch.as_tensor(chunks), model.norm_stats["actions"], pad_to=config.action_dim)
+            model_obs = policy.preprocess(obs)
+            if sft.augment:
+                model_obs = augment_observation(model_obs)
             with policy.autocast():
-                elementwise = model.compute_loss(policy.preprocess(obs), actions.to(policy.device))
+                elementwise = model.compute_loss(model_obs, actions.to(policy.device))
             loss = masked_flow_loss(elementwise.float(), torch.as_tensor(mask, device=policy.device),
                                     cfg.actor.model.action_dim)
             optimizer.zero_grad(set_to_none=True)
