@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--num-steps", type=int, default=4, help="flow steps (default: %(default)s)")
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                           help="bf16: autocast on a CUDA GPU (default: %(default)s)")
+    evaluate.add_argument("--initial-noise", choices=["gaussian", "zero"], default="gaussian",
+                          help="the flow's start x_1: N(0, I) draws, or 0 for a deterministic score (default: %(default)s)")
     evaluate.add_argument("--image-size", type=int, default=None, help="camera size (default: the model's)")
     evaluate.add_argument("--name", default=None, help="row name in the table (default: the checkpoint path)")
 
@@ -104,7 +106,7 @@ def _eval(args) -> int:
     for suite in args.suite:
         result = evaluate_checkpoint(args.checkpoint, suite, num_episodes=args.episodes, num_envs=args.num_envs,
                                      chunk=args.chunk, num_steps=args.num_steps, image_size=args.image_size,
-                                     precision=args.precision)
+                                     precision=args.precision, initial_noise=args.initial_noise)
         rates[suite] = result.success_rate
         for task, rate in result.per_task.items():
             print(f"  {suite} task {task}: {rate:.1%}  {result.descriptions[task]}")

@@ -115,3 +115,18 @@ def test_precision_is_checked_and_bf16_needs_cuda():
         policy(precision="fp16")
     with pytest.raises(ValueError, match="needs the policy on a CUDA device, not cpu"):
         policy(precision="bf16").rollout(env_obs(2))
+
+
+def test_zero_initial_noise_makes_the_ode_deterministic_and_the_sde_random_only_in_its_noisy_steps():
+    def ode(p, seed):
+        return p.rollout(env_obs(), deterministic=True, generator=torch.Generator().manual_seed(seed))
+
+    zero, gaussian = policy(initial_noise="zero"), policy(initial_noise="gaussian")
+    assert (ode(zero, 0)["chain"][:, 0] == 0).all()
+    torch.testing.assert_close(ode(zero, 0)["actions"], ode(zero, 1)["actions"])
+    assert not torch.allclose(ode(gaussian, 0)["actions"], ode(gaussian, 1)["actions"])
+    sde = zero.rollout(env_obs(), generator=torch.Generator().manual_seed(0))
+    again = zero.evaluate(env_obs(), sde["chain"], sde["noisy_steps"])
+    torch.testing.assert_close(again["logprobs"], sde["logprobs"], atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown initial_noise 'uniform'"):
+        policy(initial_noise="uniform")

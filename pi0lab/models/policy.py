@@ -33,6 +33,7 @@ from pi0lab.models.pi0 import Observation, Pi0, PrefixCache, resize_with_pad
 from pi0lab.models.tokenizer import PaligemmaTokenizer
 
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CUDA around fp32 weights (actor.model.precision)
+INITIAL_NOISES = ("gaussian", "zero")  # the sampling chain's start x_1 (actor.model.openpi.initial_noise)
 
 
 def to_model_images(images: Tensor, size: int) -> Tensor:
@@ -50,11 +51,16 @@ class Pi0Policy(nn.Module):
     the model's noise head) or "ode". `train_expert_only` freezes SigLIP, projector, embedding and VLM.
     Whether the critic's gradient reaches the expert is the value head's own `detach` flag.
     precision "bf16" runs the model under bf16 autocast (CUDA only); "fp32" runs it in fp32 everywhere.
+    initial_noise: where every sampling chain starts, "gaussian" (x_1 ~ N(0, I), pi0's sampler) or
+    "zero" (x_1 = 0, the prior's mean). From a random x_1 the ODE policy is itself random and RL credits
+    none of that randomness to the log-probs, which only cover the noisy steps; from x_1 = 0 the ODE is
+    deterministic and a rollout's randomness is all in the noisy steps it credits.
     """
 
     def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
                  action_chunk: int = 5, action_env_dim: int = 7, num_steps: int = 4, noise_method: str = "flow_sde",
-                 noise_level: float = 0.5, train_expert_only: bool = False, precision: str = "fp32"):
+                 noise_level: float = 0.5, train_expert_only: bool = False, precision: str = "fp32",
+                 initial_noise: str = "gaussian"):
         super().__init__()
         config = model.config
         tokenizer = tokenizer or PaligemmaTokenizer(model.tokenizer_path, max_len=config.max_token_len)
@@ -70,6 +76,8 @@ class Pi0Policy(nn.Module):
             raise ValueError(f"unknown noise_method {noise_method!r}; expected one of {METHODS}")
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if initial_noise not in INITIAL_NOISES:
+            raise ValueError(f"unknown initial_noise {initial_noise!r}; expected one of {INITIAL_NOISES}")
         if noise_method == "reinflow" and not config.noise_head:
             raise ValueError("noise_method 'reinflow' needs a model built with Pi0Config(noise_head=True)")
         if not 1 <= action_chunk <= config.action_horizon:
@@ -81,7 +89,7 @@ class Pi0Policy(nn.Module):
         self.model, self.tokenizer, self.norm_stats = model, tokenizer, norm_stats
         self.action_chunk, self.action_env_dim, self.num_steps = action_chunk, action_env_dim, num_steps
         self.noise_method, self.noise_level = noise_method, noise_level
-        self.train_expert_only, self.precision = train_expert_only, precision
+        self.train_expert_only, self.precision, self.initial_noise = train_expert_only, precision, initial_noise
         if train_expert_only:
             for part in (model.vision, model.projector, model.embed_tokens, model.vlm):
                 part.requires_grad_(False)
@@ -171,7 +179,10 @@ class Pi0Policy(nn.Module):
         obs = self.preprocess(env_obs)
         config = self.model.config
         shape = (obs.batch_size, config.action_horizon, config.action_dim)
-        noise = torch.randn(shape, generator=generator, device=self.device)
+        if self.initial_noise == "zero":
+            noise = torch.zeros(shape, device=self.device)  # x_1 = 0
+        else:
+            noise = torch.randn(shape, generator=generator, device=self.device)  # x_1 ~ N(0, I)
         cache = self._prefix(obs)
         first_features = []
 

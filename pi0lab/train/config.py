@@ -120,6 +120,7 @@ class OpenpiConfig:
     train_expert_only: bool = True
     action_env_dim: int = "${actor.model.action_dim}"  # type: ignore[assignment]
     noise_method: Literal["flow_sde", "reinflow"] = "flow_sde"
+    initial_noise: Literal["gaussian", "zero"] = "gaussian"  # x_1 of every sampling chain: N(0, I) or 0
     add_value_head: bool = "${actor.model.add_value_head}"  # type: ignore[assignment]
     detach_critic_input: bool = True
 

@@ -137,12 +137,15 @@ def evaluate_checkpoint(
     seed: int = 0,
     progress: bool = True,
     precision: str = "fp32",
+    initial_noise: str = "gaussian",
 ) -> EvalResult:
-    """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler."""
+    """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler
+    (started from x_1 ~ N(0, I), or from x_1 = 0 with initial_noise="zero": then the score is deterministic)."""
     from pi0lab.envs import make_env
     from pi0lab.models.policy import Pi0Policy
 
-    policy = Pi0Policy.from_checkpoint(path, action_chunk=chunk, num_steps=num_steps, precision=precision)
+    policy = Pi0Policy.from_checkpoint(path, action_chunk=chunk, num_steps=num_steps, precision=precision,
+                                       initial_noise=initial_noise)
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     envs = make_env(suite, min(num_envs, num_episodes), image_size=image_size or policy.model.config.vision.image_size,
                     seed=seed)

@@ -102,6 +102,7 @@ def build_policy(model_cfg: DictConfig, device: torch.device | str = "cpu", over
         noise_level=openpi.noise_level,
         train_expert_only=openpi.train_expert_only,
         precision=model_cfg.precision,
+        initial_noise=openpi.initial_noise,
     )
 
 

@@ -176,7 +176,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
                        action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps,
-                       precision=cfg.actor.model.precision)
+                       precision=cfg.actor.model.precision, initial_noise=cfg.actor.model.openpi.initial_noise)
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
     logger = MetricLogger(cfg.runner.logger.log_path, list(cfg.runner.logger.logger_backends),
                           cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
