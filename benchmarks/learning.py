@@ -1,7 +1,7 @@
 """Learning benchmark: few-shot SFT, then PPO and GRPO from the same SFT checkpoint, per tabletop suite.
 
     python benchmarks/learning.py                        # all four suites (hours on a 2-core CPU)
-    python benchmarks/learning.py --suites tabletop_goal runner.max_epochs=20
+    python benchmarks/learning.py runner.max_epochs=20 --suites tabletop_goal   # overrides before --suites
     python benchmarks/learning.py --table                # only print the table of the results so far
 
 Each suite's numbers go to <out>/<suite>/result.json, so suites can run as separate processes
@@ -40,7 +40,7 @@ def rl_stage(name: str, suite: str, checkpoint: Path, out: Path, overrides: list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suites", nargs="+", default=SUITES)
+    parser.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-learning"))
     parser.add_argument("--table", action="store_true", help="print the table of the results in --out and stop")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every config")
