@@ -11,7 +11,6 @@ training (flow-SDE) success of every --window iterations.
 """
 
 import argparse
-import types
 
 import numpy as np
 
@@ -20,14 +19,11 @@ from pi0lab.train.trainer import RLTrainer
 
 
 def fixed_reset(env_role, scenes: list[tuple[int, int]]):
-    """A reset for an EnvRole that gives group g the scene g mod len(scenes)."""
-    def reset(self) -> dict:
-        groups = self.num_envs // self.group_size
-        tasks = np.array([scenes[g % len(scenes)][0] for g in range(groups)])
-        inits = np.array([scenes[g % len(scenes)][1] for g in range(groups)])
-        return self.envs.reset(np.repeat(tasks, self.group_size), np.repeat(inits, self.group_size))
-
-    return types.MethodType(reset, env_role)
+    """A reset for an EnvRole that gives group g the scene g mod len(scenes), every iteration."""
+    groups = env_role.num_envs // env_role.group_size
+    tasks = np.repeat([scenes[g % len(scenes)][0] for g in range(groups)], env_role.group_size)
+    inits = np.repeat([scenes[g % len(scenes)][1] for g in range(groups)], env_role.group_size)
+    return lambda: env_role.envs.reset(tasks, inits)
 
 
 def main() -> None:

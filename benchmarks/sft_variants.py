@@ -55,8 +55,8 @@ def launch(name: str, out: Path, steps: int, eval_interval: int, threads: int) -
             "runner.logger.logger_backends=[]", *overrides]
     code = "import sys; from pi0lab.cli import main; sys.argv = ['pi0lab', 'sft', *sys.argv[1:]]; sys.exit(main())"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    log = open(run_dir / "stdout.log", "w")
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(run_dir / "stdout.log", "w") as log:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def table(out: Path) -> str:
@@ -71,11 +71,12 @@ def table(out: Path) -> str:
         rows[name] = (evals, minutes)
         steps |= set(evals)
     steps = sorted(steps)
-    lines = ["| variant | " + " | ".join(f"step {s}" for s in steps) + " | minutes |",
-             "|---|" + "---|" * (len(steps) + 1)]
+    header = ["variant", *(f"step {s}" for s in steps), "minutes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, (evals, minutes) in rows.items():
-        cells = [f"{evals[s]:.0%}" if s in evals else "-" for s in steps]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if minutes is None else f'{minutes:.1f}'} |")
+        cells = [name, *(f"{evals[s]:.0%}" if s in evals else "-" for s in steps),
+                 "-" if minutes is None else f"{minutes:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
