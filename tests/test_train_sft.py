@@ -8,7 +8,7 @@ from pi0lab.envs.demos import write_demos
 from pi0lab.models.checkpoint import load_pi0
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import load_config
-from pi0lab.train.sft import action_chunks, load_demo_set, lr_at, masked_flow_loss, run_sft
+from pi0lab.train.sft import action_chunks, load_demo_set, lr_at, masked_flow_loss, run_sft, update_ema
 
 
 def test_action_chunks_pad_with_the_last_action_and_mask_it():
@@ -30,6 +30,22 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     cfg = load_config("tabletop_sft_nano", ["sft.lr=1.0", "sft.warmup_steps=10", "sft.num_steps=110"]).sft
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_update_ema_moves_each_weight_a_fraction_towards_the_model():
+    average, model = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    for avg, param in zip(average.parameters(), model.parameters()):
+        avg.data.fill_(0.0)
+        param.data.fill_(1.0)
+    update_ema(average, model, decay=0.9)
+    assert all(torch.allclose(p, torch.full_like(p, 0.1)) for p in average.parameters())
+    update_ema(average, model, decay=0.9)  # 0.9 * 0.1 + 0.1 * 1
+    assert all(torch.allclose(p, torch.full_like(p, 0.19)) for p in average.parameters())
+
+
+def test_ema_decay_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match=r"sft.ema_decay must be in \[0, 1\)"):
+        load_config("tabletop_sft_nano", ["sft.ema_decay=1.0"])
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +140,17 @@ def test_the_augment_flag_reaches_the_training_step(demo_dir, tmp_path):
     plain = first_loss()
     assert first_loss() == plain  # same seed, same batch, same noise
     assert first_loss("sft.augment=true") != plain
+
+
+def test_sft_with_ema_saves_the_average_of_the_trained_weights(demo_dir, tmp_path):
+    def weights(name, *overrides):
+        model = load_pi0(run_sft(_tiny_sft_cfg(demo_dir, tmp_path / name, *overrides), progress=False).checkpoint)
+        return dict(model.named_parameters())
+
+    # the warm-up fixes the first two steps' learning rates whatever num_steps is, so these are one trajectory
+    start, step1, step2 = weights("w0", "sft.lr=0"), weights("w1", "sft.num_steps=1"), weights("w2")
+    average = weights("ema", "sft.ema_decay=0.5")  # 0.5 * (0.5 * w0 + 0.5 * w1) + 0.5 * w2
+    for name, param in average.items():
+        expected = 0.25 * start[name] + 0.25 * step1[name] + 0.5 * step2[name]
+        torch.testing.assert_close(param, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(step1["action_out_proj.weight"], step2["action_out_proj.weight"])

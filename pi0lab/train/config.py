@@ -180,6 +180,7 @@ class SftConfig:
     lr: float = 3e-4
     warmup_steps: int = 100
     weight_decay: float = 1e-4
+    ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights (openpi: 0.99)
     eval_interval: int = 500  # optimiser steps between evaluations (-1: only at the end, 0: never)
     model: FreshModelConfig = field(default_factory=lambda: FreshModelConfig())
     save_path: str = "runs/sft"
@@ -404,6 +405,8 @@ def check_consistency(cfg: DictConfig) -> None:
         )
     if cfg.sft.demo_action_noise < 0:
         fail(f"sft.demo_action_noise must be >= 0, got {cfg.sft.demo_action_noise}")
+    if cfg.sft.ema_decay is not None and not 0 <= cfg.sft.ema_decay < 1:
+        fail(f"sft.ema_decay must be in [0, 1) or null (no average), got {cfg.sft.ema_decay}")
     if cfg.actor.global_batch_size % cfg.actor.micro_batch_size:
         fail(
             f"actor.micro_batch_size={cfg.actor.micro_batch_size} does not divide "

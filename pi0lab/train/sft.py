@@ -8,10 +8,16 @@ the loss is the flow-matching MSE over the real action dims and valid steps only
     L = sum_{b,h,d<E} m_{b,h} (u_target - v_theta)^2_{b,h,d} / sum_{b,h,d<E} m_{b,h}
 
 `sft.demos_per_task` keeps the first k episodes of each task (few-shot); `sft.augment` crops, rotates
-and colour-jitters the demo images at every step (`pi0lab.train.augment`). Normalisation stats come
+and colour-jitters the demo images at every step (`pi0lab.train.augment`). With `sft.ema_decay` = d
+the model evaluated and saved is an exponential moving average of the trained weights, updated after
+every optimiser step as openpi does (d = 0.99 there):
+
+    theta_avg <- d * theta_avg + (1 - d) * theta
+ Normalisation stats come
 from those demos and are saved with the model, so `pi0lab train` / `pi0lab eval` can load it.
 """
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable
@@ -121,6 +127,13 @@ def lr_at(step: int, cfg: DictConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@torch.no_grad()
+def update_ema(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """In place, parameter by parameter: average <- decay * average + (1 - decay) * model."""
+    for avg, param in zip(average.parameters(), model.parameters(), strict=True):
+        avg.lerp_(param, 1 - decay)
+
+
 def initial_model(cfg: DictConfig, config: Pi0Config, demos: DemoSet) -> Pi0:
     """The model SFT starts from: the base at `sft.init_path` with its own normalisation stats (its
     outputs mean what they meant in pretraining), or random weights with stats from the demos."""
@@ -174,7 +187,9 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                              f"recorded from (e.g. task {min(seen)[0]}, init state {min(seen)[1]}); use fewer "
                              "evaluation episodes or fewer sft.demos_per_task (demos take the last init states)")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    policy = Pi0Policy(model, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
+    average = None if sft.ema_decay is None else copy.deepcopy(model).requires_grad_(False)
+    evaluated = model if average is None else average  # the model evaluated and saved
+    policy = Pi0Policy(evaluated, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
                        action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps,
                        precision=cfg.actor.model.precision, initial_noise=cfg.actor.model.openpi.initial_noise)
     optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
@@ -187,12 +202,12 @@ def run_sft(cfg: DictConfig, progress: bool = True,
         print(f"SFT on {demos.num_episodes} demos ({len(demos)} steps), {sum(p.numel() for p in model.parameters()):,} parameters")
 
     def save() -> None:
-        write_atomically(save_path, lambda tmp: save_pi0(model, tmp))
+        write_atomically(save_path, lambda tmp: save_pi0(evaluated, tmp))
 
     try:
         bar = tqdm(range(sft.num_steps), desc="sft", disable=not progress)
         for step in bar:
-            policy.train()
+            model.train()
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, sft)
             obs, chunks, mask = demos.batch(rng.integers(len(demos), size=sft.batch_size))
@@ -208,6 +223,8 @@ def run_sft(cfg: DictConfig, progress: bool = True,
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if average is not None:
+                update_ema(average, model, sft.ema_decay)
             metrics = {"sft/loss": loss.item(), "sft/grad_norm": grad_norm.item(), "sft/lr": lr_at(step, sft)}
             done = step + 1
             if eval_envs is not None and (done == sft.num_steps or (sft.eval_interval > 0 and done % sft.eval_interval == 0)):
