@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pi0lab.choices import INITIAL_NOISES, PRECISIONS
+
 OVERRIDES_HELP = "config overrides as key.sub=value (e.g. algorithm.update_epoch=2 env.train.total_num_envs=16)"
 
 
@@ -47,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--num-envs", type=int, default=50, help="parallel envs (default: %(default)s)")
     evaluate.add_argument("--chunk", type=int, default=5, help="actions executed per policy call (default: %(default)s)")
     evaluate.add_argument("--num-steps", type=int, default=4, help="flow steps (default: %(default)s)")
-    evaluate.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="bf16: autocast on a CUDA GPU (default: %(default)s)")
-    evaluate.add_argument("--initial-noise", choices=["gaussian", "zero"], default="gaussian",
+    evaluate.add_argument("--initial-noise", choices=INITIAL_NOISES, default="gaussian",
                           help="the flow's start x_1: N(0, I) draws, or 0 for a deterministic score (default: %(default)s)")
     evaluate.add_argument("--image-size", type=int, default=None, help="camera size (default: the model's)")
     evaluate.add_argument("--name", default=None, help="row name in the table (default: the checkpoint path)")

@@ -25,6 +25,7 @@ so rollout and training compute the very same quantity.
 import torch
 from torch import Tensor, nn
 
+from pi0lab.choices import INITIAL_NOISES, PRECISIONS
 from pi0lab.flow import METHODS, chunk_logprob, gaussian_entropy, recompute_logprobs, sample_chain
 from pi0lab.models.checkpoint import load_pi0
 from pi0lab.models.config import PALIGEMMA_VOCAB_SIZE
@@ -32,8 +33,6 @@ from pi0lab.models.normalize import NormStats, normalize, unnormalize
 from pi0lab.models.pi0 import Observation, Pi0, PrefixCache, resize_with_pad
 from pi0lab.models.tokenizer import PaligemmaTokenizer
 
-PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CUDA around fp32 weights (actor.model.precision)
-INITIAL_NOISES = ("gaussian", "zero")  # the sampling chain's start x_1 (actor.model.openpi.initial_noise)
 
 
 def to_model_images(images: Tensor, size: int) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from pi0lab.choices import InitialNoise, Precision
 from pi0lab.envs import ACTION_DIM as ENV_ACTION_DIM  # every env behind the contract takes 7-D actions
 from pi0lab.train.loggers import LOGGER_BACKENDS
 
@@ -120,7 +121,7 @@ class OpenpiConfig:
     train_expert_only: bool = True
     action_env_dim: int = "${actor.model.action_dim}"  # type: ignore[assignment]
     noise_method: Literal["flow_sde", "reinflow"] = "flow_sde"
-    initial_noise: Literal["gaussian", "zero"] = "gaussian"  # x_1 of every sampling chain: N(0, I) or 0
+    initial_noise: InitialNoise = "gaussian"  # x_1 of every sampling chain: N(0, I) or 0
     add_value_head: bool = "${actor.model.add_value_head}"  # type: ignore[assignment]
     detach_critic_input: bool = True
 
@@ -129,7 +130,7 @@ class OpenpiConfig:
 class ActorModelConfig:
     model_path: str | None = None  # a pi0lab / openpi / lerobot / RLinf checkpoint (null: random init)
     size: Literal["nano", "pi0"] = "nano"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     num_action_chunks: int = 5
     num_steps: int = 4
     action_dim: int = ENV_ACTION_DIM
