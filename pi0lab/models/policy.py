@@ -34,7 +34,6 @@ from pi0lab.models.pi0 import Observation, Pi0, PrefixCache, resize_with_pad
 from pi0lab.models.tokenizer import PaligemmaTokenizer
 
 
-
 def to_model_images(images: Tensor, size: int) -> Tensor:
     """uint8 [N,H,W,3] -> float [N,3,size,size] in [-1,1] (x / 255 * 2 - 1, then resized with padding)."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:

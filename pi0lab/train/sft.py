@@ -13,8 +13,9 @@ the model evaluated and saved is an exponential moving average of the trained we
 every optimiser step as openpi does (d = 0.99 there):
 
     theta_avg <- d * theta_avg + (1 - d) * theta
- Normalisation stats come
-from those demos and are saved with the model, so `pi0lab train` / `pi0lab eval` can load it.
+
+Normalisation stats come from those demos and are saved with the model, so `pi0lab train` /
+`pi0lab eval` can load it.
 """
 
 import copy
