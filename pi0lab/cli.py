@@ -1,6 +1,7 @@
-"""Command line: `pi0lab demos | sft | train | eval | configs`.
+"""Command line: `pi0lab demos | pretrain | sft | train | eval | configs`.
 
     pi0lab demos --suite tabletop_spatial --per-task 10 --out runs/demos/tabletop_spatial
+    pi0lab pretrain tabletop_pretrain_nano
     pi0lab sft tabletop_sft_nano sft.num_steps=500
     pi0lab train tabletop_ppo_nano algorithm.update_epoch=2 runner.max_epochs=20
     pi0lab eval runs/tabletop_ppo_nano/checkpoints/step_000020/model --suite tabletop_spatial
@@ -27,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     demos.add_argument("--image-size", type=int, default=64, help="camera size in pixels (default: %(default)s)")
     demos.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
     demos.add_argument("--seed", type=int, default=0)
+
+    pretrain = commands.add_parser("pretrain", help="pretrain the vision tower to localise things (a tabletop base)",
+                                   description="Train the SigLIP tower to say where every thing is in scenes of the "
+                                               "pretrain suite (config group `pretrain`) and save a base model "
+                                               "for sft.init_path.")
+    pretrain.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
+    pretrain.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
     sft = commands.add_parser("sft", help="few-shot flow-matching behaviour cloning from demos",
                               description="Supervised fine-tuning of pi0 on expert demos (config group `sft`).")
@@ -59,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("configs", help="list the shipped configs")
 
     args = parser.parse_args(argv)
-    return {"demos": _demos, "sft": _sft, "train": _train, "eval": _eval, "configs": _configs}[args.command](args)
+    return {"demos": _demos, "pretrain": _pretrain, "sft": _sft, "train": _train, "eval": _eval, "configs": _configs}[args.command](args)
 
 
 def _configs(args) -> int:
@@ -76,6 +84,14 @@ def _demos(args) -> int:
     index = write_demos(args.suite, out, episodes_per_task=args.per_task, image_size=args.image_size,
                         noise_std=args.action_noise, seed=args.seed)
     print(f"wrote {index}")
+    return 0
+
+
+def _pretrain(args) -> int:
+    from pi0lab.train.config import load_config
+    from pi0lab.train.pretrain import run_pretrain
+
+    print(f"base saved to {run_pretrain(load_config(args.config, args.overrides))}")
     return 0
 
 

@@ -5,7 +5,7 @@
     obs, rewards, terminated, truncated, info = env.step(actions)   # actions [8, C, 7]
 
 Suites: the built-in numpy tabletop (`tabletop_spatial`, `tabletop_object`, `tabletop_goal`,
-`tabletop_long`, and `tabletop_pretrain`, data for a base model) and LIBERO (`libero_spatial`,
+`tabletop_long`, and `tabletop_pretrain`, scenes to pretrain a base on) and LIBERO (`libero_spatial`,
 `libero_object`, `libero_goal`, `libero_10`, `libero_90`; needs the `[libero]` extra, imported only
 when asked for).
 """

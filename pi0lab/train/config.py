@@ -2,7 +2,8 @@
 
 The schema is the set of dataclasses below (the one place each key, its type and default live).
 Group and key names follow the reference recipe (DESIGN §8): `cluster`, `runner`, `algorithm`,
-`env.train` / `env.eval`, `rollout`, `actor` (with `actor.model.openpi`), `sft`.
+`env.train` / `env.eval`, `rollout`, `actor` (with `actor.model.openpi`), `sft`, and `pretrain` (the vision
+tower's localisation pretraining).
 
     cfg = load_config("tabletop_ppo_nano", ["algorithm.update_epoch=2", "env.train.total_num_envs=16"])
     cfg.algorithm.gamma  # typed attribute access (an OmegaConf DictConfig backed by the schema)
@@ -188,6 +189,24 @@ class SftConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Localisation pretraining of the vision tower (`pi0lab pretrain`, `pi0lab.train.pretrain`)."""
+
+    suite: str = "tabletop_pretrain"  # a tabletop suite whose scenes and expert give the frames
+    scenes_per_task: int = 900  # initial states 0 .. n-1 of every task are recorded for training
+    val_scenes_per_task: int = 20  # the next ones are held out to measure the localisation error
+    frame_fraction: float = 0.25  # share of each expert episode's frames kept
+    action_noise: float = 0.1  # std of the noise executed with the expert's actions (varied poses)
+    num_steps: int = 6000  # optimiser steps
+    batch_size: int = 64  # frames per step (both cameras of each)
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    eval_interval: int = 500  # optimiser steps between held-out errors
+    save_path: str = "runs/pretrain/model"
+
+
+@dataclass
 class TrainConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
@@ -196,6 +215,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -408,11 +428,29 @@ def check_consistency(cfg: DictConfig) -> None:
         fail(f"sft.demo_action_noise must be >= 0, got {cfg.sft.demo_action_noise}")
     if cfg.sft.ema_decay is not None and not 0 <= cfg.sft.ema_decay < 1:
         fail(f"sft.ema_decay must be in [0, 1) or null (no average), got {cfg.sft.ema_decay}")
+    _check_pretrain(cfg.pretrain, fail)
     if cfg.actor.global_batch_size % cfg.actor.micro_batch_size:
         fail(
             f"actor.micro_batch_size={cfg.actor.micro_batch_size} does not divide "
             f"actor.global_batch_size={cfg.actor.global_batch_size}"
         )
+
+
+def _check_pretrain(pre: DictConfig, fail) -> None:
+    from pi0lab.envs.tabletop.suites import NUM_INIT_STATES
+
+    if pre.suite not in NUM_INIT_STATES:
+        fail(f"pretrain.suite={pre.suite!r} is not a tabletop suite; valid: {', '.join(NUM_INIT_STATES)}")
+    if min(pre.scenes_per_task, pre.val_scenes_per_task) < 1 or \
+            pre.scenes_per_task + pre.val_scenes_per_task > NUM_INIT_STATES[pre.suite]:
+        fail(f"pretrain.scenes_per_task + pretrain.val_scenes_per_task must be in [2, {NUM_INIT_STATES[pre.suite]}] "
+             f"(the initial states of {pre.suite}), both >= 1; got {pre.scenes_per_task} + {pre.val_scenes_per_task}")
+    if not 0 < pre.frame_fraction <= 1:
+        fail(f"pretrain.frame_fraction must be in (0, 1], got {pre.frame_fraction}")
+    if pre.action_noise < 0:
+        fail(f"pretrain.action_noise must be >= 0, got {pre.action_noise}")
+    if min(pre.num_steps, pre.batch_size, pre.eval_interval) < 1:
+        fail("pretrain.num_steps, pretrain.batch_size and pretrain.eval_interval must be >= 1")
 
 
 def _action_horizon(size: str) -> int:

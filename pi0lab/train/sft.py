@@ -137,12 +137,10 @@ def update_ema(average: torch.nn.Module, model: torch.nn.Module, decay: float) -
 
 def initial_model(cfg: DictConfig, config: Pi0Config, demos: DemoSet) -> Pi0:
     """The model SFT starts from: the base at `sft.init_path` with its own normalisation stats (its
-    outputs mean what they meant in pretraining), or random weights with stats from the demos."""
+    outputs mean what they meant in pretraining; a base that never saw actions, as `pi0lab pretrain`'s,
+    has none and takes the demos'), or random weights with stats from the demos."""
     if cfg.sft.init_path is None:
-        model = Pi0(config)
-        model.norm_stats = {"state": compute_norm_stats(demos.states),
-                            "actions": compute_norm_stats(demos.action_chunks[:, 0])}
-        return model
+        return with_demo_stats(Pi0(config), demos)
     path = Path(cfg.sft.init_path)
     if not path.exists():
         raise FileNotFoundError(f"sft.init_path={path} does not exist; point it at a pi0lab checkpoint "
@@ -152,8 +150,12 @@ def initial_model(cfg: DictConfig, config: Pi0Config, demos: DemoSet) -> Pi0:
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
         raise ValueError(f"sft.init_path={path} holds a model whose {', '.join(changed)} differ from the one "
                          "actor.model.size and sft.model describe; make them match the checkpoint")
-    if model.norm_stats is None:
-        raise ValueError(f"sft.init_path={path} carries no normalisation stats; save it with pi0lab sft")
+    return model if model.norm_stats is not None else with_demo_stats(model, demos)
+
+
+def with_demo_stats(model: Pi0, demos: DemoSet) -> Pi0:
+    """Set the model's normalisation stats to the demos' states and (first) actions."""
+    model.norm_stats = {"state": compute_norm_stats(demos.states), "actions": compute_norm_stats(demos.action_chunks[:, 0])}
     return model
 
 

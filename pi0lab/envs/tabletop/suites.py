@@ -5,11 +5,10 @@
 - object: four different things (5 colours x {cube, bar}) and a basket; which one to move.
 - goal: one scene (three things, a plate, a basket, a cabinet with a drawer), ten different goals.
 - long: two sub-goals in sequence, each task with its own scene.
-- pretrain: not an evaluation suite but the pretraining data of the tabletop base model (the
-  stand-in for pi0's pretraining): "put the <thing> on the plate" for the ten things, with three
-  distractors and a basket (three of these instructions are goal tasks too, there in the goal
-  scene). The four suites' skills beyond it (the basket as a target, spatial references, the
-  drawer, stacking, two steps) are left for few-shot fine-tuning.
+- pretrain: not an evaluation suite but the scenes the tabletop base's vision tower learns to
+  localise things in (`pi0lab.train.pretrain`, the stand-in for pi0's pretraining): "put the
+  <thing> on the plate" for the ten things, with three distractors and a basket (three of these
+  instructions are goal tasks too, there in the goal scene).
 
 10 tasks per suite, 50 fixed initial states per task (1000 for pretrain). As in LIBERO, where each
 task's BDDL file gives every object a small region, a task has one layout (drawn from a generator
