@@ -40,6 +40,11 @@ def test_scene_targets_mark_far_things_invisible_to_the_wrist():
     np.testing.assert_allclose(wrist[SLOTS.index(world.things[0].name)], [0.0, 0.2, 0.0], atol=1e-6)
 
 
+def test_scene_targets_refuse_a_scene_that_repeats_a_name():
+    with pytest.raises(ValueError, match="two things named 'red cube'"):
+        scene_targets(make_world("tabletop_spatial", task_id=0, init_state_id=0))
+
+
 def _batch(main_targets, wrist_targets, eef):
     return {"main_targets": main_targets, "wrist_targets": wrist_targets, "eef": eef}
 
@@ -62,16 +67,16 @@ def test_localisation_loss_by_hand():
 
 
 def test_recorded_frames_start_where_the_scenes_do():
-    frames = record_frames("tabletop_spatial", [3], frame_fraction=1.0, action_noise=0.0, image_size=32, seed=0,
+    frames = record_frames("tabletop_goal", [3], frame_fraction=1.0, action_noise=0.0, image_size=32, seed=0,
                            progress=False)
     assert frames.main_images.shape[1:] == (32, 32, 3) and len(frames) == len(frames.wrist_targets)
     first = 0
     for task in range(10):  # episodes are recorded side by side: frame k of every episode, then k + 1
-        world = make_world("tabletop_spatial", task, 3)
+        world = make_world("tabletop_goal", task, 3)
         main, wrist, eef = scene_targets(world)
         np.testing.assert_array_equal(frames.main_targets[first + task], main)
         np.testing.assert_array_equal(frames.eef[first + task], eef)
-    half = record_frames("tabletop_spatial", [3], frame_fraction=0.5, action_noise=0.0, image_size=32, seed=0,
+    half = record_frames("tabletop_goal", [3], frame_fraction=0.5, action_noise=0.0, image_size=32, seed=0,
                          progress=False)
     assert 0.3 * len(frames) < len(half) < 0.7 * len(frames)
 

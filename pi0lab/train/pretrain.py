@@ -45,7 +45,7 @@ from pi0lab.train.checkpoint import write_atomically
 from pi0lab.train.loggers import MetricLogger
 from pi0lab.train.sft import fresh_model_config, lr_at
 
-SLOTS = (*OBJECTS, "plate", "basket", "cabinet")  # one target slot per thing name (no scene repeats one)
+SLOTS = (*OBJECTS, "plate", "basket", "cabinet")  # one target slot per thing name
 WRIST_REACH = 0.15  # m: a thing counts as visible to the wrist camera within this of the eef, along u and v
 POSITION_SCALE = 10.0  # positions are regressed in decimetres
 EEF_SCALE = (POSITION_SCALE,) * 3 + (1.0, 1.0)
@@ -82,6 +82,9 @@ def scene_targets(world: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cos, sin = math.cos(world.yaw), math.sin(world.yaw)
     for thing in world.things:
         slot = SLOTS.index(thing.name)
+        if main[slot, 0]:
+            raise ValueError(f"the scene holds two things named {thing.name!r}: localisation targets need one thing "
+                             "per name (tabletop_spatial repeats its red cube; pretrain on tabletop_pretrain)")
         main[slot] = (1.0, *thing.pos)
         dx, dy = thing.pos[0] - world.eef[0], thing.pos[1] - world.eef[1]
         u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # R(-yaw) (p - eef)
