@@ -114,3 +114,16 @@ def test_reading_a_wrong_directory_says_what_is_expected(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="not a pi0lab-demos v1 index"):
         read_demos(tmp_path)
+
+
+def test_execution_noise_moves_only_the_arm_dims_and_stays_in_range():
+    from pi0lab.envs.demos import with_execution_noise
+
+    actions = np.zeros((50, 1, 7), np.float32)
+    actions[..., 6] = 1.0
+    actions[0, 0, 0] = 0.99
+    executed = with_execution_noise(actions, 0.5, np.random.default_rng(0))
+    assert executed is not actions and actions[1, 0, 1] == 0.0  # the input is left alone
+    assert (executed[..., 6] == 1.0).all() and np.abs(executed[..., :6]).max() <= 1.0
+    assert 0.3 < executed[..., :6].std() < 0.6  # the noise is there (std 0.5 before clipping)
+    np.testing.assert_array_equal(with_execution_noise(actions, 0.0, np.random.default_rng(0)), actions)

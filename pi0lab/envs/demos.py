@@ -40,6 +40,14 @@ MAX_TRIES = 5  # recordings of one (task, init state) before a noisy expert is g
 ARRAYS = ("main_images", "wrist_images", "states", "actions", "rewards")
 
 
+def with_execution_noise(actions: np.ndarray, noise_std: float, rng: np.random.Generator) -> np.ndarray:
+    """DART's executed actions [..., 7]: a copy with N(0, noise_std^2) added to dims 0-5 (the arm; not
+    the gripper), clipped to [-1, 1]."""
+    executed = actions.copy()
+    executed[..., :6] = np.clip(actions[..., :6] + noise_std * rng.standard_normal(actions[..., :6].shape), -1, 1)
+    return executed
+
+
 def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noise_std: float = 0.0) -> list[dict]:
     """Run the expert in every env (one action per step, executed with `noise_std` noise on dims 0-5)
     until each episode ends; return one dict per env with the arrays of `ARRAYS` (actions: the clean
@@ -50,8 +58,7 @@ def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noi
     ended = np.zeros(n, bool)
     while not ended.all():
         actions = env.expert_actions(1).astype(np.float32)  # [N,1,7] the labels
-        executed = actions.copy()
-        executed[..., :6] = np.clip(actions[..., :6] + noise_std * env.expert_rng.standard_normal((n, 1, 6)), -1, 1)
+        executed = with_execution_noise(actions, noise_std, env.expert_rng)
         steps["main_images"].append(obs["main_images"])
         steps["wrist_images"].append(obs["wrist_images"])
         steps["states"].append(obs["states"])

@@ -34,12 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pi0lab.envs.demos import with_execution_noise
 from pi0lab.envs.tabletop import TabletopVectorEnv
 from pi0lab.envs.tabletop.suites import OBJECTS, check_suite
 from pi0lab.envs.tabletop.world import World
 from pi0lab.models import Pi0
 from pi0lab.models.checkpoint import save_pi0
 from pi0lab.models.config import SiglipConfig
+from pi0lab.models.policy import to_model_images
 from pi0lab.models.siglip import SiglipVisionTower
 from pi0lab.train.checkpoint import write_atomically
 from pi0lab.train.loggers import MetricLogger
@@ -50,6 +52,7 @@ WRIST_REACH = 0.15  # m: a thing counts as visible to the wrist camera within th
 POSITION_SCALE = 10.0  # positions are regressed in decimetres
 EEF_SCALE = (POSITION_SCALE,) * 3 + (1.0, 1.0)
 ENVS_PER_BATCH = 100  # expert episodes recorded side by side
+HELD_OUT_FRAMES = 512  # evenly spaced held-out frames the error is measured on
 
 
 @dataclass
@@ -66,11 +69,10 @@ class Frames:
         return len(self.eef)
 
     def batch(self, index: np.ndarray) -> dict[str, Tensor]:
-        """Tensors of frames `index`: images [B,3,S,S] in [-1, 1], targets as above."""
-        def images(x):
-            return torch.as_tensor(x[index]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-        return {"main": images(self.main_images), "wrist": images(self.wrist_images),
+        """Tensors of frames `index`: images [B,3,S,S] in [-1, 1] (as the policy feeds pi0), targets as above."""
+        size = self.main_images.shape[1]
+        return {"main": to_model_images(torch.as_tensor(self.main_images[index]), size),
+                "wrist": to_model_images(torch.as_tensor(self.wrist_images[index]), size),
                 "main_targets": torch.as_tensor(self.main_targets[index]),
                 "wrist_targets": torch.as_tensor(self.wrist_targets[index]), "eef": torch.as_tensor(self.eef[index])}
 
@@ -98,9 +100,9 @@ def record_frames(suite: str, init_state_ids, frame_fraction: float, action_nois
     as DART demos do) from every (task, init state) of `suite` and keep each frame with probability
     `frame_fraction` (the frames of one episode are alike), labelled by `scene_targets`."""
     rng = np.random.default_rng(seed)
-    init_state_ids = list(init_state_ids)
-    tasks = np.repeat(np.arange(len(check_suite(suite))), len(init_state_ids))
-    inits = np.tile(np.asarray(init_state_ids), len(check_suite(suite)))
+    init_state_ids, num_tasks = list(init_state_ids), len(check_suite(suite))
+    tasks = np.repeat(np.arange(num_tasks), len(init_state_ids))
+    inits = np.tile(np.asarray(init_state_ids), num_tasks)
     kept = {"main": [], "wrist": [], "main_targets": [], "wrist_targets": [], "eef": []}
     bar = tqdm(total=len(tasks), desc=f"frames {suite}", unit="ep", disable=not progress)
     for start in range(0, len(tasks), ENVS_PER_BATCH):
@@ -114,9 +116,8 @@ def record_frames(suite: str, init_state_ids, frame_fraction: float, action_nois
                     kept[key].append(value)
             kept["main"].append(obs["main_images"][keep])
             kept["wrist"].append(obs["wrist_images"][keep])
-            actions = env.expert_actions(1).astype(np.float32)  # [N,1,7]
-            actions[..., :6] = np.clip(actions[..., :6] + action_noise * env.expert_rng.standard_normal(actions[..., :6].shape), -1, 1)
-            obs, _, terminated, truncated, _ = env.step(actions)
+            actions = with_execution_noise(env.expert_actions(1).astype(np.float32), action_noise, env.expert_rng)
+            obs, _, terminated, truncated, _ = env.step(actions)  # actions [N,1,7]
             ended |= terminated[:, 0] | truncated[:, 0]
         bar.update(env.num_envs)
     bar.close()
@@ -180,6 +181,7 @@ def run_pretrain(cfg: DictConfig, progress: bool = True) -> Path:
                           cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
                           OmegaConf.to_container(cfg, resolve=True))
     save_path = Path(pre.save_path)
+    held_out_batch = held_out.batch(np.linspace(0, len(held_out) - 1, min(HELD_OUT_FRAMES, len(held_out))).astype(int))
 
     def save() -> None:
         base.vision.load_state_dict(heads.vision.state_dict())
@@ -202,7 +204,7 @@ def run_pretrain(cfg: DictConfig, progress: bool = True) -> Path:
             metrics = {"pretrain/loss": loss.item(), **{f"pretrain/{k}": v for k, v in metrics.items()}}
             done = step + 1
             if done == pre.num_steps or done % pre.eval_interval == 0:
-                held = held_out_errors(heads, held_out)
+                held = held_out_errors(heads, held_out_batch)
                 metrics.update({f"pretrain/held_out_{k}": v for k, v in held.items()})
                 bar.write(f"step {done}: held-out error {held['main_cm']:.1f} cm (main camera), "
                           f"{held['wrist_cm']:.1f} cm (wrist)")
@@ -219,10 +221,8 @@ def run_pretrain(cfg: DictConfig, progress: bool = True) -> Path:
 
 
 @torch.no_grad()
-def held_out_errors(heads: LocalisationHeads, frames: Frames, max_frames: int = 512) -> dict[str, float]:
-    """RMS position errors (cm) on up to `max_frames` evenly spaced frames."""
-    index = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).astype(int)
-    batch = frames.batch(index)
+def held_out_errors(heads: LocalisationHeads, batch: dict[str, Tensor]) -> dict[str, float]:
+    """RMS position errors (cm) of the heads in eval mode on a `Frames.batch`."""
     heads.eval()
     _, errors = localisation_loss(heads(batch["main"], batch["wrist"]), batch)
     heads.train()
