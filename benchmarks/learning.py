@@ -3,7 +3,7 @@
     python benchmarks/learning.py                        # all four suites (hours on a 2-core CPU)
     python benchmarks/learning.py runner.max_epochs=20 --suites tabletop_goal   # overrides before --suites
     python benchmarks/learning.py --table                # only print the table of the results so far
-    python benchmarks/learning.py --base runs/tabletop_pretrain_nano/model   # SFT from the pretrained base
+    python benchmarks/learning.py --base runs/tabletop_pretrain_nano/model   # SFT from the pretrained base, its tower fixed
 
 Each suite's numbers go to <out>/<suite>/result.json, so suites can run as separate processes
 (one per core, OMP_NUM_THREADS=1) into the same --out. Prints the reference recipe's table with
@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark-learning"))
     parser.add_argument("--table", action="store_true", help="print the table of the results in --out and stop")
     parser.add_argument("--base", type=Path, default=None,
-                        help="SFT starts from this base (`pi0lab pretrain tabletop_pretrain_nano`), not random weights")
+                        help="SFT starts from this base (`pi0lab pretrain tabletop_pretrain_nano`), not random weights, "
+                             "and keeps its vision tower fixed (sft.freeze_vision)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every config")
     args = parser.parse_args()
     for suite in [] if args.table else args.suites:
@@ -53,6 +54,7 @@ def main() -> None:
         shared = [f"env.train.task_suite_name={suite}", *args.overrides]
         sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
                                                     "sft.eval_interval=-1", f"sft.init_path={args.base or 'null'}",
+                                                    f"sft.freeze_vision={args.base is not None}",
                                                     *shared])
         start = time.perf_counter()
         write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,

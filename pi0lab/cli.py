@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrain = commands.add_parser("pretrain", help="pretrain the vision tower to localise things (a tabletop base)",
                                    description="Train the SigLIP tower to say where every thing is in scenes of the "
                                                "pretrain suite (config group `pretrain`) and save a base model "
-                                               "for sft.init_path.")
+                                               "for sft.init_path (with sft.freeze_vision=true to keep the tower).")
     pretrain.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
     pretrain.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 

@@ -154,3 +154,18 @@ def test_sft_with_ema_saves_the_average_of_the_trained_weights(demo_dir, tmp_pat
         expected = 0.25 * start[name] + 0.25 * step1[name] + 0.5 * step2[name]
         torch.testing.assert_close(param, expected, rtol=1e-5, atol=1e-6)
     assert not torch.equal(step1["action_out_proj.weight"], step2["action_out_proj.weight"])
+
+
+def test_freeze_vision_keeps_the_base_tower_and_trains_the_rest(demo_dir, tmp_path):
+    base = run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "base", "sft.num_steps=1"), progress=False).checkpoint
+    before = dict(load_pi0(base).named_parameters())
+    tuned = load_pi0(run_sft(_tiny_sft_cfg(demo_dir, tmp_path / "tuned", f"sft.init_path={base}",
+                                           "sft.freeze_vision=true"), progress=False).checkpoint)
+    changed = {name for name, p in tuned.named_parameters() if not torch.equal(before[name], p)}
+    assert changed and not any(name.startswith("vision.") for name in changed)
+    assert "action_out_proj.weight" in changed
+
+
+def test_freeze_vision_without_a_base_is_refused():
+    with pytest.raises(ValueError, match="sft.freeze_vision=true .* sft.init_path is null"):
+        load_config("tabletop_sft_nano", ["sft.freeze_vision=true"])

@@ -177,6 +177,7 @@ class SftConfig:
     demo_action_noise: float = 0.0  # std of the noise executed (not stored) while recording demos (DART)
     augment: bool = False  # random crop, rotation and colour jitter of the demo images (openpi's recipe)
     init_path: str | None = None  # start from this checkpoint (a pretrained base) instead of random weights
+    freeze_vision: bool = False  # keep the base's vision tower (SigLIP) as it is; needs sft.init_path
     num_steps: int = 2000  # optimiser steps
     batch_size: int = 32
     lr: float = 3e-4
@@ -428,6 +429,9 @@ def check_consistency(cfg: DictConfig) -> None:
         fail(f"sft.demo_action_noise must be >= 0, got {cfg.sft.demo_action_noise}")
     if cfg.sft.ema_decay is not None and not 0 <= cfg.sft.ema_decay < 1:
         fail(f"sft.ema_decay must be in [0, 1) or null (no average), got {cfg.sft.ema_decay}")
+    if cfg.sft.freeze_vision and cfg.sft.init_path is None:
+        fail("sft.freeze_vision=true keeps the vision tower of a base, but sft.init_path is null (random weights); "
+             "set sft.init_path to a base (`pi0lab pretrain tabletop_pretrain_nano` writes one) or sft.freeze_vision=false")
     _check_pretrain(cfg.pretrain, fail)
     if cfg.actor.global_batch_size % cfg.actor.micro_batch_size:
         fail(

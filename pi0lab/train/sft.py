@@ -14,6 +14,9 @@ every optimiser step as openpi does (d = 0.99 there):
 
     theta_avg <- d * theta_avg + (1 - d) * theta
 
+`sft.freeze_vision` keeps the vision tower of the base at `sft.init_path` fixed (what `pi0lab pretrain`
+taught it, where things are, is not overwritten by a few demos' gradients); everything else trains.
+
 Normalisation stats come from those demos and are saved with the model, so `pi0lab train` /
 `pi0lab eval` can load it.
 """
@@ -168,7 +171,8 @@ class SftResult:
 
 def run_sft(cfg: DictConfig, progress: bool = True,
             callback: Callable[[int, dict[str, float]], None] | None = None) -> SftResult:
-    """Train a pi0 (`actor.model.size`; from `sft.init_path` or random weights) on the demos of
+    """Train a pi0 (`actor.model.size`; from `sft.init_path` or random weights; the vision tower fixed
+    with `sft.freeze_vision`) on the demos of
     `sft.demo_path`; save it to `sft.save_path`.
 
     callback(step, metrics) is called after every optimiser step (live plots). Ctrl-C saves the model
@@ -180,6 +184,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     config = fresh_model_config(cfg)
     demos = load_demo_set(sft.demo_path, sft.demos_per_task, config.action_horizon)
     model = initial_model(cfg, config, demos)  # before the eval envs: a bad init_path leaves nothing running
+    model.vision.requires_grad_(not sft.freeze_vision)
     eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
     num_eval_episodes = cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs
     if eval_envs is not None:
@@ -195,7 +200,8 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     policy = Pi0Policy(evaluated, model.norm_stats, action_chunk=cfg.actor.model.num_action_chunks,
                        action_env_dim=cfg.actor.model.action_dim, num_steps=cfg.actor.model.num_steps,
                        precision=cfg.actor.model.precision, initial_noise=cfg.actor.model.openpi.initial_noise)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, weight_decay=sft.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=sft.lr, weight_decay=sft.weight_decay)
     logger = MetricLogger(cfg.runner.logger.log_path, list(cfg.runner.logger.logger_backends),
                           cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
                           OmegaConf.to_container(cfg, resolve=True))
@@ -224,7 +230,7 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                                     cfg.actor.model.action_dim)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             if average is not None:
                 update_ema(average, model, sft.ema_decay)
