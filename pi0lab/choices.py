@@ -10,3 +10,7 @@ InitialNoise = Literal["gaussian", "zero"]  # the sampling chain's start x_1 (ac
 
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 INITIAL_NOISES: tuple[str, ...] = get_args(InitialNoise)
+# How a chunk's elementwise log-probs become one per sample (actor.model.openpi.logprob_reduction):
+# "sum" over the executed chunk, real action dims and noisy steps (the recipe), or their "mean".
+LogprobReduction = Literal["sum", "mean"]
+LOGPROB_REDUCTIONS: tuple[str, ...] = get_args(LogprobReduction)

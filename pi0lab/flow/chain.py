@@ -89,6 +89,7 @@ def sample_chain(
     noise_steps: str | Sequence[int] | None = None,
     std_fn: StdFn | None = None,
     generator: torch.Generator | None = None,
+    std_min: float = 0.0,
 ) -> FlowChain:
     """Run `num_steps` denoising steps from `noise` `[B,*S]` on the grid t_i = 1 - i/N.
 
@@ -100,6 +101,9 @@ def sample_chain(
                  (flow_sde/cps "one", reinflow "all"); "ode" takes none.
     std_fn       reinflow only: (features or x `[B,*S]`, t `[B]`) -> std `[B,*S]`.
     generator    a torch.Generator on noise.device, for the step draw and the injected noise.
+    std_min      a floor on the std of every noisy transition, std = max(std, std_min) (0: none);
+                 flow-SDE's std falls to sigma_i sqrt(dt_i) ~ 0.14 near t = 0, where a tiny change of
+                 the mean moves the log-prob a lot.
 
     Returns a `FlowChain` (shapes there).  Runs with autograd as the caller sets it (wrap in
     torch.no_grad() for rollouts).
@@ -117,7 +121,7 @@ def sample_chain(
     chain, means, stds, logprobs = [noise], [], [], []
     for i in range(num_steps):
         step = torch.full((batch,), i, dtype=torch.long, device=device)  # [B]
-        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, i in noisy)
+        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, i in noisy, std_min)
         if i in noisy:
             eps = torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
             x = mean + std * eps  # x_{i+1} ~ N(mean, std^2)
@@ -144,11 +148,12 @@ def recompute_logprobs(
     method: str,
     noise_level: float = 0.5,
     std_fn: StdFn | None = None,
+    std_min: float = 0.0,
 ) -> Transitions:
     """Log-probs of stored noisy transitions x_i -> x_{i+1} under `velocity_fn` (e.g. the policy being trained).
 
     chain `[B,N+1,*S]` and noisy_steps `[B,K]` as stored from `sample_chain` (rows may come from
-    different calls, so each row has its own steps); method / noise_level / std_fn as used there.
+    different calls, so each row has its own steps); method / noise_level / std_fn / std_min as used there.
     Returns `Transitions` with means, stds, logprobs `[B,K,*S]`:
         logprobs[b,k] = log N(x_{i+1}; mean_i(x_i), std_i^2),  i = noisy_steps[b,k]
     With the sampling velocity function these equal `FlowChain.noisy_logprobs` exactly (same inputs,
@@ -177,7 +182,7 @@ def recompute_logprobs(
     for k in range(noisy_steps.shape[1]):
         step = noisy_steps[:, k]  # [B]
         x, x_next = chain[rows, step], chain[rows, step + 1]  # [B,*S]
-        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, True)
+        mean, std = _transition(velocity_fn, x, step, t_grid, sigmas, method, noise_level, std_fn, True, std_min)
         means.append(mean)
         stds.append(std)
         logprobs.append(gaussian_logprob(x_next, mean, std))
@@ -195,11 +200,14 @@ def _transition(
     noise_level: float,
     std_fn: StdFn | None,
     noisy: bool,
+    std_min: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Mean and std `[B,*S]` of transition `step` `[B]` from x `[B,*S]`; the ODE step unless `noisy`.
 
-    t_grid `[N+1]`; sigmas `[N]` (flow_sde only).
+    t_grid `[N+1]`; sigmas `[N]` (flow_sde only); a noisy step's std is at least `std_min`.
     """
+    if std_min < 0:
+        raise ValueError(f"std_min must be >= 0, got {std_min}")
     t = t_grid[step]  # [B]
     dt = t - t_grid[step + 1]  # dt_i = t_i - t_{i+1}
     v, features = _velocity(velocity_fn, x, t)
@@ -207,14 +215,15 @@ def _transition(
     if not noisy or method == "ode":
         return ode_step(x, v, t_x, dt_x)
     if method == "flow_sde":
-        return flow_sde_step(x, v, t_x, dt_x, _per_sample(sigmas[step], x))
-    if method == "cps":
-        return cps_step(x, v, t_x, dt_x, noise_level)
-    mean, _ = ode_step(x, v, t_x, dt_x)  # reinflow: ODE mean, learned std
-    std = std_fn(x if features is None else features, t)
-    if std.shape != mean.shape:
-        raise ValueError(f"std_fn must return std of the sample shape {tuple(mean.shape)}, got {tuple(std.shape)}")
-    return mean, std
+        mean, std = flow_sde_step(x, v, t_x, dt_x, _per_sample(sigmas[step], x))
+    elif method == "cps":
+        mean, std = cps_step(x, v, t_x, dt_x, noise_level)
+    else:
+        mean, _ = ode_step(x, v, t_x, dt_x)  # reinflow: ODE mean, learned std
+        std = std_fn(x if features is None else features, t)
+        if std.shape != mean.shape:
+            raise ValueError(f"std_fn must return std of the sample shape {tuple(mean.shape)}, got {tuple(std.shape)}")
+    return mean, std.clamp_min(std_min)  # std = max(std, std_min)
 
 
 def _velocity(velocity_fn: VelocityFn, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -15,8 +15,10 @@ Two trainer calls:
 - `rollout(obs)`: sample a denoising chain with the chosen noise method (pi0lab.flow), return actions,
   the chain, its noisy-step indices, log-probs (executed chunk, real action dims, summed over noisy
   steps) and values.
-- `evaluate(obs, chain, noisy_steps)`: the same log-probs, values and entropy recomputed under the
-  current weights, with gradients. With unchanged weights they equal the rollout's.
+- `evaluate(obs, chain, noisy_steps, prefix=None)`: the same log-probs, values and entropy recomputed
+  under the current weights, with gradients. With unchanged weights they equal the rollout's. With the
+  prefix frozen (`train_expert_only`) the rollout also returns its prefix KV cache, and `evaluate` takes
+  it back: an update then runs only the expert, never SigLIP and the VLM again.
 
 The value is V(mean of action-token features at the chain's first step, x = stored noise, t = 1),
 so rollout and training compute the very same quantity.
@@ -25,7 +27,7 @@ so rollout and training compute the very same quantity.
 import torch
 from torch import Tensor, nn
 
-from pi0lab.choices import INITIAL_NOISES, PRECISIONS
+from pi0lab.choices import INITIAL_NOISES, LOGPROB_REDUCTIONS, PRECISIONS
 from pi0lab.flow import METHODS, chunk_logprob, gaussian_entropy, recompute_logprobs, sample_chain
 from pi0lab.models.checkpoint import load_pi0
 from pi0lab.models.config import PALIGEMMA_VOCAB_SIZE
@@ -53,12 +55,18 @@ class Pi0Policy(nn.Module):
     "zero" (x_1 = 0, the prior's mean). From a random x_1 the ODE policy is itself random and RL credits
     none of that randomness to the log-probs, which only cover the noisy steps; from x_1 = 0 the ODE is
     deterministic and a rollout's randomness is all in the noisy steps it credits.
+    logprob_reduction: a sample's log-prob is the "sum" of the elementwise log-probs over the executed
+    chunk, the real action dims and the noisy steps (the recipe), or their "mean" (DPPO / ReinFlow), whose
+    ratio moves D = chunk * dims * steps times slower and so fits a clip range of that smaller scale.
+    noise_std_min floors the std of every noisy transition; noise_steps ("one", "all", None = the
+    method's default) says which denoise steps are noisy.
     """
 
     def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
                  action_chunk: int = 5, action_env_dim: int = 7, num_steps: int = 4, noise_method: str = "flow_sde",
                  noise_level: float = 0.5, train_expert_only: bool = False, precision: str = "fp32",
-                 initial_noise: str = "gaussian"):
+                 initial_noise: str = "gaussian", logprob_reduction: str = "sum", noise_std_min: float = 0.0,
+                 noise_steps: str | None = None):
         super().__init__()
         config = model.config
         tokenizer = tokenizer or PaligemmaTokenizer(model.tokenizer_path, max_len=config.max_token_len)
@@ -76,6 +84,12 @@ class Pi0Policy(nn.Module):
             raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         if initial_noise not in INITIAL_NOISES:
             raise ValueError(f"unknown initial_noise {initial_noise!r}; expected one of {INITIAL_NOISES}")
+        if logprob_reduction not in LOGPROB_REDUCTIONS:
+            raise ValueError(f"unknown logprob_reduction {logprob_reduction!r}; expected one of {LOGPROB_REDUCTIONS}")
+        if noise_std_min < 0:
+            raise ValueError(f"noise_std_min must be >= 0, got {noise_std_min}")
+        if noise_steps not in (None, "one", "all"):
+            raise ValueError(f"noise_steps must be 'one', 'all' or None (the method's default), got {noise_steps!r}")
         if noise_method == "reinflow" and not config.noise_head:
             raise ValueError("noise_method 'reinflow' needs a model built with Pi0Config(noise_head=True)")
         if not 1 <= action_chunk <= config.action_horizon:
@@ -88,6 +102,7 @@ class Pi0Policy(nn.Module):
         self.action_chunk, self.action_env_dim, self.num_steps = action_chunk, action_env_dim, num_steps
         self.noise_method, self.noise_level = noise_method, noise_level
         self.train_expert_only, self.precision, self.initial_noise = train_expert_only, precision, initial_noise
+        self.logprob_reduction, self.noise_std_min, self.noise_steps = logprob_reduction, noise_std_min, noise_steps
         if train_expert_only:
             for part in (model.vision, model.projector, model.embed_tokens, model.vlm):
                 part.requires_grad_(False)
@@ -128,10 +143,20 @@ class Pi0Policy(nn.Module):
                                             device=device)
                 masks[camera] = torch.zeros(n, dtype=torch.bool, device=device)
         tokens, token_mask = self.tokenizer.tokenize(list(env_obs["task_descriptions"]))
-        state = torch.as_tensor(env_obs["states"], dtype=torch.float32)
-        state = normalize(state, self.norm_stats["state"], pad_to=config.action_dim)
-        return Observation(images=images, image_masks=masks, state=state.to(device), tokens=tokens.to(device),
-                           token_mask=token_mask.to(device))
+        return Observation(images=images, image_masks=masks, state=self.preprocess_state(env_obs["states"]),
+                           tokens=tokens.to(device), token_mask=token_mask.to(device))
+
+    def preprocess_state(self, states) -> Tensor:
+        """Env robot states [N,S] -> z-scored, zero-padded model state [N,A] on the policy's device."""
+        state = torch.as_tensor(states, dtype=torch.float32)
+        if state.shape[-1] != self.norm_stats["state"].dim:  # e.g. the tabletop's privileged-state control
+            raise ValueError(
+                f"the env's states are {state.shape[-1]} wide but this policy's state norm stats are "
+                f"{self.norm_stats['state'].dim} wide (a checkpoint trained with the privileged-state control has "
+                "8 + the things' poses; without it, 8): set env.train.privileged_state and env.eval.privileged_state "
+                "(pi0lab eval: --privileged-state) to match the checkpoint")
+        state = normalize(state, self.norm_stats["state"], pad_to=self.model.config.action_dim)
+        return state.to(self.device)
 
     def postprocess(self, actions: Tensor) -> Tensor:
         """Normalised model actions [N,H,A] -> env actions [N,C,E] (unnormalised, executed chunk, real dims)."""
@@ -161,8 +186,12 @@ class Pi0Policy(nn.Module):
         return self.model.value_head(features) if self.model.config.value_head else None
 
     def _chunk_logprob(self, per_step: Tensor) -> Tensor:
-        """[N,K,H,A] elementwise log-probs of the noisy steps -> [N] (executed chunk, real dims, summed over K)."""
-        return chunk_logprob(per_step, self.action_chunk, self.action_env_dim).sum(dim=1)
+        """[N,K,H,A] elementwise log-probs of the noisy steps -> [N] over the executed chunk, real dims and K:
+        their sum, or with logprob_reduction "mean" that sum / (K * chunk * dims)."""
+        total = chunk_logprob(per_step, self.action_chunk, self.action_env_dim).sum(dim=1)
+        if self.logprob_reduction == "sum":
+            return total
+        return total / (per_step.shape[1] * self.action_chunk * self.action_env_dim)
 
     # ----------------------------------------------------------------------------- trainer calls
 
@@ -171,7 +200,8 @@ class Pi0Policy(nn.Module):
         """Sample actions for a batch of env observations.
 
         Returns actions [N,C,E] (env units), chain [N,S+1,H,A], noisy_steps [N,K] long,
-        logprobs [N] (0 when deterministic), values [N] (None without a value head).
+        logprobs [N] (0 when deterministic), values [N] (None without a value head), and prefix: the
+        prefix KV cache when it is frozen (`train_expert_only`, for `evaluate`), else None.
         deterministic=True runs the plain ODE (evaluation).
         """
         obs = self.preprocess(env_obs)
@@ -194,26 +224,36 @@ class Pi0Policy(nn.Module):
 
         method = "ode" if deterministic else self.noise_method
         chain = sample_chain(recording_velocity, noise, self.num_steps, method=method, noise_level=self.noise_level,
-                             std_fn=self._std_fn() if method == "reinflow" else None, generator=generator)
+                             noise_steps=None if deterministic else self.noise_steps,
+                             std_fn=self._std_fn() if method == "reinflow" else None, generator=generator,
+                             std_min=self.noise_std_min)
         return {
             "actions": self.postprocess(chain.actions),
             "chain": chain.chain,
             "noisy_steps": chain.noisy_steps,
             "logprobs": self._chunk_logprob(chain.noisy_logprobs),
             "values": self._value(first_features[0]),
+            "prefix": cache if self.train_expert_only else None,
         }
 
-    def evaluate(self, env_obs: dict, chain: Tensor, noisy_steps: Tensor) -> dict:
+    def evaluate(self, env_obs: dict, chain: Tensor, noisy_steps: Tensor, prefix: PrefixCache | None = None) -> dict:
         """Log-probs [N], values [N] (or None) and entropy [N] of stored chains under the current weights.
 
         Entropy is the mean Gaussian entropy of the noisy transitions over the executed chunk and real dims.
-        Runs with gradients (the PPO update).
+        Runs with gradients (the PPO update). `prefix`: the rollout's prefix KV cache of these observations
+        (only valid while the prefix is frozen); then `env_obs` needs only `states`.
         """
-        obs = self.preprocess(env_obs)
-        cache = self._prefix(obs)
-        velocity_fn = self._velocity_fn(cache, obs.state)
+        if prefix is None:
+            obs = self.preprocess(env_obs)
+            cache, state = self._prefix(obs), obs.state
+        elif not self.train_expert_only:
+            raise ValueError("a stored prefix cache is only valid while the prefix is frozen (train_expert_only=True)")
+        else:
+            cache, state = prefix, self.preprocess_state(env_obs["states"])
+        velocity_fn = self._velocity_fn(cache, state)
         transitions = recompute_logprobs(velocity_fn, chain, noisy_steps, self.noise_method,
-                                         noise_level=self.noise_level, std_fn=self._std_fn())
+                                         noise_level=self.noise_level, std_fn=self._std_fn(),
+                                         std_min=self.noise_std_min)
         entropy = gaussian_entropy(transitions.stds)[:, :, : self.action_chunk, : self.action_env_dim]
         values = None
         if self.model.config.value_head:

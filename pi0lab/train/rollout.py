@@ -8,6 +8,8 @@ suite's step limit), so its length T varies. Everything is stored time-major:
     logprobs     [T,N] old log-probs (executed chunk, real action dims)
     values       [T+1,N] (row T is 0: every episode has ended by then, nothing to bootstrap)
     rewards      [T,N,C]; dones [T+1,N,C] bool (row 0 False: the window starts with fresh episodes)
+    prefix       the rollout's prefix KV cache, time-major (keys / values [T,N,K,P,D] per layer, pad mask
+                 [T,N,P]), kept when the prefix is frozen so the update runs only the expert; else None
 """
 
 import contextlib
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pi0lab.models.pi0 import PrefixCache
 from pi0lab.train.roles import EnvRole, RolloutRole
 
 
@@ -32,6 +35,14 @@ class Trajectory:
     rewards: torch.Tensor
     dones: torch.Tensor
     episode_info: dict[str, np.ndarray]  # success_once / episode_len / return per env at the end
+    prefix: PrefixCache | None = None
+
+    def prefix_at(self, t: torch.Tensor, n: torch.Tensor, device: torch.device) -> PrefixCache | None:
+        """The stored prefix cache of chunk steps (t, n) `[M]` each, on `device` (None when none is kept)."""
+        if self.prefix is None:
+            return None
+        kv = [(k[t, n].to(device), v[t, n].to(device)) for k, v in self.prefix.kv]
+        return PrefixCache(kv=kv, pad_mask=self.prefix.pad_mask[t, n].to(device))
 
     @property
     def num_steps(self) -> int:
@@ -53,7 +64,7 @@ def collect_rollout(
     with timer("time/env"):
         obs = env.reset()
     frames = {k: [] for k in ("main_images", "wrist_images", "states")}
-    chains, noisy, logprobs, values, rewards, dones = [], [], [], [], [], []
+    chains, noisy, logprobs, values, rewards, dones, prefixes = [], [], [], [], [], [], []
     info = {}
     for _ in range(max_chunk_steps):
         with timer("time/rollout"):
@@ -68,6 +79,8 @@ def collect_rollout(
         logprobs.append(out["logprobs"].cpu())
         if out["values"] is not None:
             values.append(out["values"].cpu())
+        if out.get("prefix") is not None:
+            prefixes.append(out["prefix"])
         rewards.append(torch.as_tensor(reward))
         dones.append(torch.as_tensor(done))
         if on_step is not None:
@@ -85,8 +98,16 @@ def collect_rollout(
         rewards=torch.stack(rewards),
         dones=torch.cat([torch.zeros(1, num_envs, chunk, dtype=torch.bool), torch.stack(dones)]),
         episode_info={k: np.asarray(v) for k, v in info.items()},
+        prefix=_stack_prefixes(prefixes) if prefixes else None,
     )
     return trajectory, timer.totals
+
+
+def _stack_prefixes(prefixes: list[PrefixCache]) -> PrefixCache:
+    """T per-step caches (keys / values [N,K,P,D] per layer, pad mask [N,P]) -> one time-major cache on the CPU."""
+    kv = [(torch.stack([p.kv[i][0] for p in prefixes]).cpu(), torch.stack([p.kv[i][1] for p in prefixes]).cpu())
+          for i in range(len(prefixes[0].kv))]
+    return PrefixCache(kv=kv, pad_mask=torch.stack([p.pad_mask for p in prefixes]).cpu())
 
 
 class Timer:

@@ -138,7 +138,7 @@ class RLTrainer:
                 timer.totals[name] = timer.totals.get(name, 0.0) + seconds
             if recorder is not None:
                 video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes()
-            trajectories.append((trajectory, self._advantages(trajectory)))
+            trajectories.append((trajectory, self.advantages(trajectory)))
         with timer("time/update"):
             update_metrics = [self.actor.update(traj, adv, self.iteration) for traj, adv in trajectories]
         self.rollout.sync_weights(self.actor.state_dict_for_rollout())
@@ -163,7 +163,8 @@ class RLTrainer:
             checkpoint = self.save()
         return IterationEvent(self.iteration, metrics, video, checkpoint, eval_result)
 
-    def _advantages(self, trajectory: Trajectory) -> Advantages:
+    def advantages(self, trajectory: Trajectory) -> Advantages:
+        """GAE (PPO) or group advantages (GRPO) of one rollout window, as `algorithm` sets them."""
         algo = self.cfg.algorithm
         rewards = trajectory.rewards * algo.reward_coef
         if algo.adv_type == "gae":

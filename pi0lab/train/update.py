@@ -8,7 +8,8 @@ global batches of about `actor.global_batch_size`, each accumulated from micro-b
 
 then one optimiser step with the gradient norm clipped to `actor.optim.clip_grad`. A step whose
 gradient is not finite is skipped (and counted). During the first `critic_warmup_steps` iterations
-only the value loss trains. With `algorithm.target_kl` set, the epochs stop early once a global
+only the value loss trains. The policy's lr warms up linearly over its first `lr_warmup_steps`
+optimiser steps: lr_k = lr * min(1, (k + 1) / warmup). With `algorithm.target_kl` set, the epochs stop early once a global
 batch's approx_kl exceeds it (the KL guard).
 """
 
@@ -64,6 +65,7 @@ class ActorRole:
                     batch_kl += metrics["actor/approx_kl"] * len(micro) / len(batch)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.optim.clip_grad)
                 if torch.isfinite(grad_norm):
+                    self._warm_up_lr()
                     self.optimizer.step()
                     record("actor/grad_norm", grad_norm.item())
                     steps += 1
@@ -88,10 +90,14 @@ class ActorRole:
         """Forward + backward of one micro-batch, its loss scaled by its share of the global batch."""
         t, n = micro[:, 0], micro[:, 1]
         t_np, n_np = t.numpy(), n.numpy()
-        obs = {key: traj.obs[key][t_np, n_np] for key in ("main_images", "wrist_images", "states")}
-        obs["task_descriptions"] = [traj.task_descriptions[i] for i in n_np.tolist()]
         device = self.policy.device
-        out = self.policy.evaluate(obs, traj.chains[t, n].to(device), traj.noisy_steps[t, n].to(device))
+        prefix = traj.prefix_at(t, n, device)  # the rollout's frozen prefix: no SigLIP / VLM pass here
+        if prefix is None:
+            obs = {key: traj.obs[key][t_np, n_np] for key in ("main_images", "wrist_images", "states")}
+            obs["task_descriptions"] = [traj.task_descriptions[i] for i in n_np.tolist()]
+        else:
+            obs = {"states": traj.obs["states"][t_np, n_np]}
+        out = self.policy.evaluate(obs, traj.chains[t, n].to(device), traj.noisy_steps[t, n].to(device), prefix)
         advantages = adv.advantages[t, n].to(device)
         policy_loss, actor_metrics = ppo_actor_loss(
             out["logprobs"], traj.logprobs[t, n].to(device), advantages,
@@ -120,6 +126,16 @@ class ActorRole:
         (loss * len(micro) / batch_size).backward()
         metrics["actor/loss"] = loss.item()
         return metrics
+
+    def _warm_up_lr(self) -> None:
+        """Set the policy group's lr for the coming step k (k = steps taken so far, read from AdamW's state)."""
+        warmup = self.cfg.optim.lr_warmup_steps
+        if warmup <= 0:
+            return
+        group = self.optimizer.param_groups[0]
+        state = self.optimizer.state.get(group["params"][0], {})
+        k = int(state["step"]) if "step" in state else 0
+        group["lr"] = self.cfg.optim.lr * min(1.0, (k + 1) / warmup)
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy.parameters() if p.requires_grad]
