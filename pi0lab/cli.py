@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     demos.add_argument("--image-size", type=int, default=64, help="camera size in pixels (default: %(default)s)")
     demos.add_argument("--action-noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
     demos.add_argument("--seed", type=int, default=0)
+    demos.add_argument("--privileged-state", action="store_true",
+                       help="record the state-based control's states (robot 8 dims + the things' true x, y, z, yaw; "
+                            "a control, not pi0): SFT on them needs env.train/eval.privileged_state=true")
 
     pretrain = commands.add_parser("pretrain", help="pretrain the vision tower to localise things (a tabletop base)",
                                    description="Train the SigLIP tower to say where every thing is in scenes of the "
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="the flow's start x_1: N(0, I) draws, or 0 for a deterministic score (default: %(default)s)")
     evaluate.add_argument("--image-size", type=int, default=None, help="camera size (default: the model's)")
     evaluate.add_argument("--name", default=None, help="row name in the table (default: the checkpoint path)")
+    evaluate.add_argument("--privileged-state", action="store_true",
+                          help="tabletop control: states carry the things' true poses (for checkpoints trained so)")
 
     commands.add_parser("configs", help="list the shipped configs")
 
@@ -82,7 +87,7 @@ def _demos(args) -> int:
 
     out = args.out or Path("runs/demos") / args.suite
     index = write_demos(args.suite, out, episodes_per_task=args.per_task, image_size=args.image_size,
-                        noise_std=args.action_noise, seed=args.seed)
+                        noise_std=args.action_noise, seed=args.seed, privileged_state=args.privileged_state)
     print(f"wrote {index}")
     return 0
 
@@ -124,7 +129,8 @@ def _eval(args) -> int:
     for suite in args.suite:
         result = evaluate_checkpoint(args.checkpoint, suite, num_episodes=args.episodes, num_envs=args.num_envs,
                                      chunk=args.chunk, num_steps=args.num_steps, image_size=args.image_size,
-                                     precision=args.precision, initial_noise=args.initial_noise)
+                                     precision=args.precision, initial_noise=args.initial_noise,
+                                     privileged_state=args.privileged_state)
         rates[suite] = result.success_rate
         for task, rate in result.per_task.items():
             print(f"  {suite} task {task}: {rate:.1%}  {result.descriptions[task]}")

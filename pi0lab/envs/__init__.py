@@ -22,9 +22,15 @@ def make_env(name: str, num_envs: int, image_size: int = 64, seed: int = 0, **op
 
     Tabletop options: `auto_reset` (bool, default False: an ended env stays ended until reset;
     True: it resets at the chunk boundary, for evaluation), `num_workers` (0 = in-process batched
-    numpy env, the default; k >= 1 = k subprocess workers), `worker_timeout_s` (subprocess only).
-    LIBERO names forward every option to `pi0lab.envs.libero.make_libero_env`.
+    numpy env, the default; k >= 1 = k subprocess workers), `worker_timeout_s` (subprocess only),
+    `privileged_state` (bool, default False: the state-based control, not pi0; states get the things'
+    true poses appended, `pi0lab.envs.tabletop.suites.privileged_state_dim(name)` wide in all).
+    LIBERO names forward every option to `pi0lab.envs.libero.make_libero_env` (`privileged_state` must
+    be False there).
     """
+    if name in LIBERO_SUITES and options.pop("privileged_state", False):
+        raise ValueError(f"privileged_state is a tabletop control; LIBERO ({name}) observations have no privileged "
+                         "object poses here: set env.train.privileged_state=false and env.eval.privileged_state=false")
     if name in TABLETOP_SUITES:
         from pi0lab.envs.tabletop import make_tabletop_env
 

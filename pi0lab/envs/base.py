@@ -48,6 +48,7 @@ class SingleEnv(ABC):
     num_tasks: int
     max_episode_steps: int
     image_size: int
+    state_dim: int = STATE_DIM  # wider only for the tabletop's privileged-state control
 
     @abstractmethod
     def task_description(self, task_id: int) -> str: ...
@@ -112,6 +113,7 @@ class VectorEnv(ABC):
     num_tasks: int
     max_episode_steps: int
     image_size: int
+    state_dim: int = STATE_DIM  # width of `states`; wider only for the tabletop's privileged-state control
 
     def __init__(self, num_envs: int, seed: int, auto_reset: bool):
         if num_envs < 1:

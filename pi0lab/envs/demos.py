@@ -3,12 +3,14 @@
 On-disk format (a directory):
 
     index.json            {"format": "pi0lab-demos", "version": 1, "suite": str, "image_size": int,
-                           "noise_std": float, "episodes": [{"file": "episode_00000.npz",
+                           "noise_std": float, "privileged_state": bool, "state_dim": int,
+                           "episodes": [{"file": "episode_00000.npz",
                            "task_id": int, "init_state_id": int, "instruction": str,
                            "success": bool, "length": T}, ...]}
     episode_00000.npz     main_images  uint8   [T, H, W, 3]   what the policy saw before action t
                           wrist_images uint8   [T, H, W, 3]
-                          states       float32 [T, 8]         eef pos, axis-angle, gripper qpos
+                          states       float32 [T, S]         eef pos, axis-angle, gripper qpos (S = 8),
+                                                              then the things' poses with privileged_state
                           actions      float32 [T, 7]         the expert's action at step t (in [-1, 1])
                           rewards      float32 [T]            1 at the step that succeeded, else 0
 
@@ -18,6 +20,11 @@ training sample is (observation t, actions t .. t+H-1), padded past the end by t
 With `noise_std` > 0 the recording is DART-style: the env executes the expert's action plus Gaussian
 noise on dims 0-5, but the file stores the expert's clean action, so the demos show how to recover
 from the small mistakes a learned policy makes without teaching it the noise.
+
+With `privileged_state` the states are the tabletop's state-based control (a control, not pi0): the
+robot's 8 dims then the true (x, y, z, yaw) of every thing (`pi0lab.envs.tabletop`), S =
+`privileged_state_dim(suite)`; SFT then takes 8+P-wide state stats from them. Indexes written before
+this key existed have 8-wide states (`demo_state_layout` reads them as privileged_state=False).
 
 Demos come from the last initial states of each task (49, 48, ... in a suite of 50): evaluation
 pairs start at init state 0 (`pi0lab.train.evaluate`), so an evaluation never replays a scene the
@@ -78,14 +85,16 @@ def record_expert_episodes(env: TabletopVectorEnv, task_ids, init_state_ids, noi
 
 
 def write_demos(suite: str, out_dir: str | os.PathLike, episodes_per_task: int = 10, task_ids=None,
-                image_size: int = 64, noise_std: float = 0.0, seed: int = 0, num_envs: int = 16) -> Path:
+                image_size: int = 64, noise_std: float = 0.0, seed: int = 0, num_envs: int = 16,
+                privileged_state: bool = False) -> Path:
     """Record `episodes_per_task` successful expert episodes for each task, from the last init states (49, 48, ...)
     (see the module docstring), and write them in the format above; return the index path.
 
     With noise a recording can fail (too slow to recover); that (task, init state) is recorded again
     with fresh noise, up to MAX_TRIES times, and only successful episodes are written.
+    `privileged_state=True` records the control's wide states (module docstring).
     """
-    env = TabletopVectorEnv(suite, num_envs, image_size=image_size, seed=seed)
+    env = TabletopVectorEnv(suite, num_envs, image_size=image_size, seed=seed, privileged_state=privileged_state)
     task_ids = list(range(env.num_tasks)) if task_ids is None else list(task_ids)
     if not 1 <= episodes_per_task <= env.num_init_states(0):
         raise ValueError(f"episodes_per_task must be in 1..{env.num_init_states(0)} (one per init state)")
@@ -112,7 +121,8 @@ def write_demos(suite: str, out_dir: str | os.PathLike, episodes_per_task: int =
                     raise RuntimeError(f"the expert failed {MAX_TRIES} times on task {pair[0]}, init state {pair[1]} "
                                        f"with action noise {noise_std}; use a smaller noise_std")
     index = {"format": FORMAT, "version": VERSION, "suite": suite, "image_size": image_size,
-             "noise_std": noise_std, "episodes": []}
+             "noise_std": noise_std, "privileged_state": bool(privileged_state), "state_dim": env.state_dim,
+             "episodes": []}
     for pair in sorted(recorded, key=lambda p: (task_ids.index(p[0]), -p[1])):
         episode = recorded[pair]
         name = f"episode_{len(index['episodes']):05d}.npz"
@@ -133,6 +143,12 @@ def read_demo_index(demo_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not a {FORMAT} v{VERSION} index (format={index.get('format')!r}, "
                          f"version={index.get('version')!r})")
     return index
+
+
+def demo_state_layout(index: dict) -> tuple[bool, int]:
+    """(privileged_state, state width) of a demo index; indexes older than the key are (False, 8)."""
+    privileged = bool(index.get("privileged_state", False))
+    return privileged, int(index.get("state_dim", 8))
 
 
 def read_demos(demo_dir: str | os.PathLike, only_success: bool = True) -> list[dict]:

@@ -2,7 +2,8 @@
 
 `SubprocVectorEnv` starts workers with the `spawn` method (never fork a process that holds a GL
 context), gives each a contiguous block of envs, and passes whole chunks per call. Images come back
-through shared memory (`main`, `wrist` uint8 [N,H,W,3], `states` float32 [N,8]); the small arrays
+through shared memory (`main`, `wrist` uint8 [N,H,W,3], `states` float32 [N,state_dim], 8 unless
+the tabletop's privileged-state control widens it); the small arrays
 (rewards, flags) come back through the pipe. Every wait on a worker has a deadline: a worker that
 dies or does not answer within `timeout_s` raises `EnvWorkerError` naming the worker, its envs and
 their tasks. `restart_worker(w)` replaces it (its envs then need a `reset`); `close()` reaps every
@@ -19,7 +20,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from pi0lab.envs.base import STATE_DIM, SingleEnv, VectorEnv, stack_single_obs
+from pi0lab.envs.base import SingleEnv, VectorEnv, stack_single_obs
 
 
 def _describe(env: SingleEnv) -> dict:
@@ -29,6 +30,7 @@ def _describe(env: SingleEnv) -> dict:
         "num_tasks": env.num_tasks,
         "max_episode_steps": env.max_episode_steps,
         "image_size": env.image_size,
+        "state_dim": env.state_dim,
         "descriptions": [env.task_description(t) for t in range(env.num_tasks)],
         "num_init_states": [env.num_init_states(t) for t in range(env.num_tasks)],
     }
@@ -42,6 +44,7 @@ class _SuiteFacts:
         self.num_tasks = facts["num_tasks"]
         self.max_episode_steps = facts["max_episode_steps"]
         self.image_size = facts["image_size"]
+        self.state_dim = facts["state_dim"]
         self._descriptions = facts["descriptions"]
         self._num_init_states = facts["num_init_states"]
 
@@ -88,11 +91,11 @@ class EnvWorkerError(RuntimeError):
         self.worker = worker
 
 
-def _shm_arrays(blocks: dict, num_envs: int, size: int) -> dict[str, np.ndarray]:
+def _shm_arrays(blocks: dict, num_envs: int, size: int, state_dim: int) -> dict[str, np.ndarray]:
     return {
         "main_images": np.ndarray((num_envs, size, size, 3), np.uint8, buffer=blocks["main_images"].buf),
         "wrist_images": np.ndarray((num_envs, size, size, 3), np.uint8, buffer=blocks["wrist_images"].buf),
-        "states": np.ndarray((num_envs, STATE_DIM), np.float32, buffer=blocks["states"].buf),
+        "states": np.ndarray((num_envs, state_dim), np.float32, buffer=blocks["states"].buf),
     }
 
 
@@ -124,9 +127,9 @@ def _worker_main(conn, factories, env_ids) -> None:
             if command == "describe":
                 reply = _describe(envs[0])
             elif command == "attach":
-                names, num_envs, size = payload
+                names, num_envs, size, state_dim = payload
                 blocks = {key: shared_memory.SharedMemory(name=name) for key, name in names.items()}
-                arrays = _shm_arrays(blocks, num_envs, size)
+                arrays = _shm_arrays(blocks, num_envs, size, state_dim)
                 reply = None
             elif command == "reset":
                 reply = [write(local, envs[local].reset(task, init)) for local, task, init in payload]
@@ -176,9 +179,9 @@ class SubprocVectorEnv(_SuiteFacts, VectorEnv):
             self._set_facts(facts[0])
             size = self.image_size
             nbytes = {"main_images": self.num_envs * size * size * 3, "wrist_images": self.num_envs * size * size * 3,
-                      "states": self.num_envs * STATE_DIM * 4}
+                      "states": self.num_envs * self.state_dim * 4}
             self._shm = {k: shared_memory.SharedMemory(create=True, size=n) for k, n in nbytes.items()}
-            self._arrays = _shm_arrays(self._shm, self.num_envs, size)
+            self._arrays = _shm_arrays(self._shm, self.num_envs, size, self.state_dim)
             for w in range(num_workers):
                 self._attach_worker(w)
         except BaseException:
@@ -198,7 +201,7 @@ class SubprocVectorEnv(_SuiteFacts, VectorEnv):
 
     def _attach_worker(self, w: int) -> None:
         names = {k: block.name for k, block in self._shm.items()}
-        self._call({w: ("attach", (names, self.num_envs, self.image_size))}, "start")
+        self._call({w: ("attach", (names, self.num_envs, self.image_size, self.state_dim))}, "start")
 
     def restart_worker(self, w: int) -> None:
         """Replace worker `w` (dead, hung or healthy) with a fresh one; call `reset()` before stepping again."""

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from pi0lab.choices import InitialNoise, Precision
+from pi0lab.choices import InitialNoise, LogprobReduction, Precision
 from pi0lab.envs import ACTION_DIM as ENV_ACTION_DIM  # every env behind the contract takes 7-D actions
 from pi0lab.train.loggers import LOGGER_BACKENDS
 
@@ -100,6 +100,9 @@ class EnvSplitConfig:
     image_size: int = 64
     group_size: int = 1
     num_episodes: int | None = None  # evaluation: episodes scored on fixed (task, init) pairs (null: one per env)
+    # tabletop control, not pi0: append the things' true (x, y, z, yaw) to the state (pi0lab.envs.tabletop);
+    # must match the checkpoint's state width, and env.train / env.eval must agree
+    privileged_state: bool = False
     video_cfg: VideoConfig = field(default_factory=VideoConfig)
 
 
@@ -123,6 +126,11 @@ class OpenpiConfig:
     action_env_dim: int = "${actor.model.action_dim}"  # type: ignore[assignment]
     noise_method: Literal["flow_sde", "reinflow"] = "flow_sde"
     initial_noise: InitialNoise = "gaussian"  # x_1 of every sampling chain: N(0, I) or 0
+    # a sample's log-prob: "sum" over the executed chunk, action dims and noisy steps (the recipe) or their
+    # "mean" (DPPO / ReinFlow: the ratio then moves per dimension, and clip ratios of ~0.01-0.05 fit it)
+    logprob_reduction: LogprobReduction = "sum"
+    noise_std_min: float = 0.0  # floor on the std of every noisy denoise step (0: none)
+    noise_steps: Literal["one", "all"] | None = None  # noisy denoise steps (null: the method's own, flow_sde "one")
     add_value_head: bool = "${actor.model.add_value_head}"  # type: ignore[assignment]
     detach_critic_input: bool = True
 
@@ -149,6 +157,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_grad: float = 2.0
     critic_warmup_steps: int = 0  # iterations that train only the value head
+    lr_warmup_steps: int = 0  # optimiser steps over which the policy's lr rises linearly from 0 (the value lr does not)
 
 
 @dataclass
@@ -388,6 +397,15 @@ def check_consistency(cfg: DictConfig) -> None:
                 f"rollout.pipeline_stage_num={cfg.rollout.pipeline_stage_num} does not divide "
                 f"env.{split}.total_num_envs={env.total_num_envs}"
             )
+        from pi0lab.envs import TABLETOP_SUITES
+
+        if env.privileged_state and env.task_suite_name not in TABLETOP_SUITES:
+            fail(f"env.{split}.privileged_state=true is a tabletop control, but env.{split}.task_suite_name="
+                 f"{env.task_suite_name!r} is not a tabletop suite ({', '.join(TABLETOP_SUITES)})")
+    if cfg.env.train.privileged_state != cfg.env.eval.privileged_state:
+        fail(f"env.train.privileged_state={cfg.env.train.privileged_state} != env.eval.privileged_state="
+             f"{cfg.env.eval.privileged_state}: one policy reads both splits' states (and SFT evaluates on "
+             "env.eval with its demos' layout), so set both to the same value")
     if algo.adv_type == "grpo":
         if algo.group_size < 2:
             fail(f"algorithm.adv_type=grpo needs algorithm.group_size >= 2, got {algo.group_size}")
@@ -417,6 +435,10 @@ def check_consistency(cfg: DictConfig) -> None:
         fail(f"actor.model.openpi.action_chunk={openpi.action_chunk} != actor.model.num_action_chunks={model.num_action_chunks}")
     if openpi.num_steps != model.num_steps or model.num_steps < 1:
         fail(f"actor.model.openpi.num_steps={openpi.num_steps} must equal actor.model.num_steps={model.num_steps} (>= 1)")
+    if openpi.noise_std_min < 0:
+        fail(f"actor.model.openpi.noise_std_min must be >= 0, got {openpi.noise_std_min}")
+    if cfg.actor.optim.lr_warmup_steps < 0:
+        fail(f"actor.optim.lr_warmup_steps must be >= 0, got {cfg.actor.optim.lr_warmup_steps}")
     if openpi.add_value_head != model.add_value_head:
         fail(f"actor.model.openpi.add_value_head={openpi.add_value_head} != actor.model.add_value_head={model.add_value_head}")
     horizon = cfg.sft.model.action_horizon or _action_horizon(model.size)

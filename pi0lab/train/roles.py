@@ -55,8 +55,9 @@ class EnvRole:
 
 def build_envs(split_cfg: DictConfig, seed: int) -> VectorEnv:
     """The vectorised env of an `env.train` / `env.eval` config group (no auto-reset: training windows
-    and evaluation rounds both start every episode themselves)."""
-    options = {}
+    and evaluation rounds both start every episode themselves). `privileged_state` is the tabletop's
+    state-based control (things' true poses appended to the state; not pi0)."""
+    options = {"privileged_state": split_cfg.privileged_state}
     if split_cfg.max_episode_steps is not None:
         options["max_episode_steps"] = split_cfg.max_episode_steps
     return make_env(
@@ -103,6 +104,9 @@ def build_policy(model_cfg: DictConfig, device: torch.device | str = "cpu", over
         train_expert_only=openpi.train_expert_only,
         precision=model_cfg.precision,
         initial_noise=openpi.initial_noise,
+        logprob_reduction=openpi.logprob_reduction,
+        noise_std_min=openpi.noise_std_min,
+        noise_steps=openpi.noise_steps,
     )
 
 

@@ -18,7 +18,10 @@ every optimiser step as openpi does (d = 0.99 there):
 taught it, where things are, is not overwritten by a few demos' gradients); everything else trains.
 
 Normalisation stats come from those demos and are saved with the model, so `pi0lab train` /
-`pi0lab eval` can load it.
+`pi0lab eval` can load it. Demos recorded with the tabletop's privileged-state control (`pi0lab demos
+--privileged-state`; a control, not pi0) give 8+P-wide state stats; SFT then needs
+`env.eval.privileged_state=true` (and `env.train.privileged_state`, which must agree), so that its
+evaluation, and later RL from its checkpoint, see the same state layout as the demos.
 """
 
 import copy
@@ -33,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from pi0lab.envs.demos import read_demos
+from pi0lab.envs.demos import demo_state_layout, read_demo_index, read_demos
 from pi0lab.models import Pi0, Pi0Config
 from pi0lab.models.checkpoint import load_pi0, save_pi0
 from pi0lab.models.normalize import compute_norm_stats, normalize
@@ -51,7 +54,7 @@ class DemoSet:
 
     main_images: np.ndarray  # uint8 [N,H,W,3]
     wrist_images: np.ndarray  # uint8 [N,H,W,3]
-    states: np.ndarray  # float32 [N,8]
+    states: np.ndarray  # float32 [N,8] (8+P with the privileged-state control)
     action_chunks: np.ndarray  # float32 [N,horizon,7]
     chunk_mask: np.ndarray  # bool [N,horizon]: False past the episode's end
     instructions: list[str]  # [N]
@@ -149,6 +152,10 @@ def initial_model(cfg: DictConfig, config: Pi0Config, demos: DemoSet) -> Pi0:
         raise FileNotFoundError(f"sft.init_path={path} does not exist; point it at a pi0lab checkpoint "
                                 "(pi0lab sft writes one) or set sft.init_path=null to start from random weights")
     model = load_pi0(path)
+    if model.norm_stats is not None and model.norm_stats["state"].dim != demos.states.shape[1]:
+        raise ValueError(f"sft.init_path={path} has {model.norm_stats['state'].dim}-wide state stats but the demos' "
+                         f"states are {demos.states.shape[1]} wide (privileged-state control on one side only); "
+                         "use a base and demos of the same state layout")
     if model.config != config:
         changed = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
         raise ValueError(f"sft.init_path={path} holds a model whose {', '.join(changed)} differ from the one "
@@ -183,10 +190,22 @@ def run_sft(cfg: DictConfig, progress: bool = True,
     rng = np.random.default_rng(cfg.actor.seed)
     config = fresh_model_config(cfg)
     demos = load_demo_set(sft.demo_path, sft.demos_per_task, config.action_horizon)
+    privileged, _ = demo_state_layout(read_demo_index(sft.demo_path))
+    if privileged != cfg.env.eval.privileged_state:
+        raise ValueError(f"sft.demo_path={sft.demo_path} was recorded with privileged_state={privileged} (states "
+                         f"{demos.states.shape[1]} wide) but env.eval.privileged_state={cfg.env.eval.privileged_state}: "
+                         f"set env.train.privileged_state={str(privileged).lower()} and env.eval.privileged_state="
+                         f"{str(privileged).lower()}, or record demos {'without' if privileged else 'with'} "
+                         "--privileged-state")
     model = initial_model(cfg, config, demos)  # before the eval envs: a bad init_path leaves nothing running
     model.vision.requires_grad_(not sft.freeze_vision)
     eval_envs = build_envs(cfg.env.eval, cfg.runner.seed) if sft.eval_interval != 0 else None
     num_eval_episodes = cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs
+    if eval_envs is not None and eval_envs.state_dim != demos.states.shape[1]:
+        eval_envs.close()
+        raise ValueError(f"env.eval ({cfg.env.eval.task_suite_name}) gives {eval_envs.state_dim}-wide states but the "
+                         f"demos at sft.demo_path={sft.demo_path} are {demos.states.shape[1]} wide; evaluate on the "
+                         "demos' suite with the same env.eval.privileged_state")
     if eval_envs is not None:
         seen = demos.scenes & set(evaluation_pairs(num_eval_episodes, eval_envs.num_tasks, eval_envs.num_init_states))
         if seen:

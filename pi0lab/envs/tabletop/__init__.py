@@ -7,6 +7,14 @@
 
 World and dynamics: `world.py`; cameras: `render.py`; suites, tasks and initial states: `suites.py`;
 the expert: `expert.py`.
+
+The privileged-state control (`privileged_state=True`; config keys `env.train.privileged_state` /
+`env.eval.privileged_state`): each observation's `states` is the robot's 8 dims followed by the true
+(x, y, z, yaw) of every thing of the scene, in the task's layout order, zero-padded to the suite's
+fullest scene (`suites.thing_poses`), so every task of a suite has the same width
+`suites.privileged_state_dim(suite)`: spatial 24, object 28, goal 32, long 28, pretrain 32. It is a
+control, not pi0 (no real robot or LIBERO observation has it): a policy that does well with it and badly
+without it is limited by perception, not by the RL. Images are still rendered and fed as usual.
 """
 
 from __future__ import annotations
@@ -15,19 +23,24 @@ import functools
 
 import numpy as np
 
-from pi0lab.envs.base import SingleEnv, check_actions
+from pi0lab.envs.base import STATE_DIM, SingleEnv, check_actions
 from pi0lab.envs.tabletop.expert import expert_chunk
 from pi0lab.envs.tabletop.render import render_worlds
 from pi0lab.envs.tabletop.suites import (
-    MAX_EPISODE_STEPS, NUM_INIT_STATES, check_suite, holds, make_world, resolve_goals,
+    MAX_EPISODE_STEPS, NUM_INIT_STATES, POSE_DIMS, check_suite, holds, make_world, privileged_state_dim,
+    resolve_goals, thing_poses,
 )
 from pi0lab.envs.vector import SubprocVectorEnv, SyncVectorEnv
 
 
 class TabletopEnv(SingleEnv):
-    """One tabletop world (a `SingleEnv`): one suite, any task / initial state, square images of any size."""
+    """One tabletop world (a `SingleEnv`): one suite, any task / initial state, square images of any size.
 
-    def __init__(self, suite: str, image_size: int = 64):
+    `privileged_state=True` appends the things' true poses to the state (the control described in the
+    module docstring; not pi0): `state_dim` is then `privileged_state_dim(suite)` instead of 8.
+    """
+
+    def __init__(self, suite: str, image_size: int = 64, privileged_state: bool = False):
         self.tasks = check_suite(suite)
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels; got {image_size}")
@@ -35,6 +48,8 @@ class TabletopEnv(SingleEnv):
         self.num_tasks = len(self.tasks)
         self.max_episode_steps = MAX_EPISODE_STEPS[suite]
         self.image_size = image_size
+        self.privileged_state = bool(privileged_state)
+        self.state_dim = privileged_state_dim(suite, STATE_DIM) if self.privileged_state else STATE_DIM
         self.world = None
 
     def task_description(self, task_id: int) -> str:
@@ -57,8 +72,15 @@ class TabletopEnv(SingleEnv):
 
     def observe(self) -> dict:
         main, wrist = render_worlds([self.world], self.image_size)
-        return {"main_image": main[0], "wrist_image": wrist[0], "state": self.world.state(),
+        return {"main_image": main[0], "wrist_image": wrist[0], "state": self.state(),
                 "task_description": self.tasks[self.task_id].instruction}
+
+    def state(self) -> np.ndarray:
+        """float32 [state_dim]: the robot's 8 dims, then (privileged control only) the things' poses."""
+        robot = self.world.state()
+        if not self.privileged_state:
+            return robot
+        return np.concatenate([robot, thing_poses(self.world, (self.state_dim - STATE_DIM) // POSE_DIMS)])
 
     def step_chunk(self, actions: np.ndarray):
         rewards, terminated, truncated = self.advance(actions)
@@ -95,16 +117,19 @@ class TabletopEnv(SingleEnv):
 
 
 class TabletopVectorEnv(SyncVectorEnv):
-    """N tabletop worlds stepped in this process, rendered in one batched pass, with the scripted expert."""
+    """N tabletop worlds stepped in this process, rendered in one batched pass, with the scripted expert.
+    `privileged_state`: see `TabletopEnv` (a control, not pi0)."""
 
-    def __init__(self, suite: str, num_envs: int, image_size: int = 64, seed: int = 0, auto_reset: bool = False):
-        super().__init__([TabletopEnv(suite, image_size) for _ in range(num_envs)], seed=seed, auto_reset=auto_reset)
+    def __init__(self, suite: str, num_envs: int, image_size: int = 64, seed: int = 0, auto_reset: bool = False,
+                 privileged_state: bool = False):
+        super().__init__([TabletopEnv(suite, image_size, privileged_state) for _ in range(num_envs)], seed=seed,
+                         auto_reset=auto_reset)
         self.expert_rng = np.random.default_rng([seed, 1])
 
     def _observe(self, env_ids: np.ndarray) -> dict:
         envs = [self.envs[i] for i in env_ids.tolist()]
         main, wrist = render_worlds([e.world for e in envs], self.image_size)
-        return {"main_images": main, "wrist_images": wrist, "states": np.stack([e.world.state() for e in envs]),
+        return {"main_images": main, "wrist_images": wrist, "states": np.stack([e.state() for e in envs]),
                 "task_descriptions": [e.tasks[e.task_id].instruction for e in envs]}
 
     def _reset_envs(self, env_ids, task_ids, init_state_ids):
@@ -129,11 +154,13 @@ class TabletopVectorEnv(SyncVectorEnv):
 
 
 def make_tabletop_env(name: str, num_envs: int, image_size: int = 64, seed: int = 0, auto_reset: bool = False,
-                      num_workers: int = 0, worker_timeout_s: float = 60.0):
-    """In-process (`num_workers=0`, with `expert_actions`) or subprocess (`num_workers>=1`) tabletop env."""
+                      num_workers: int = 0, worker_timeout_s: float = 60.0, privileged_state: bool = False):
+    """In-process (`num_workers=0`, with `expert_actions`) or subprocess (`num_workers>=1`) tabletop env;
+    `privileged_state=True`: the state-based control (module docstring), states `privileged_state_dim(name)` wide."""
     check_suite(name)
     if num_workers == 0:
-        return TabletopVectorEnv(name, num_envs, image_size=image_size, seed=seed, auto_reset=auto_reset)
-    factory = functools.partial(TabletopEnv, name, image_size)
+        return TabletopVectorEnv(name, num_envs, image_size=image_size, seed=seed, auto_reset=auto_reset,
+                                 privileged_state=privileged_state)
+    factory = functools.partial(TabletopEnv, name, image_size, privileged_state)
     return SubprocVectorEnv([factory] * num_envs, num_workers=num_workers, seed=seed, auto_reset=auto_reset,
                             timeout_s=worker_timeout_s)

@@ -326,6 +326,39 @@ def resolve_goals(world: World, goals) -> tuple[Resolved, ...]:
     )
 
 
+# ---- the privileged-state control ------------------------------------------------------------------
+POSE_DIMS = 4  # x, y, z, yaw of each thing (yaw always, also for things that never turn: plate, basket, cabinet)
+
+
+@functools.cache
+def max_things(suite: str) -> int:
+    """The most things any scene of the suite holds (the object and pretrain suites count their distractors)."""
+    return max(len(scene_names(suite, t, np.random.default_rng(0))) for t in range(len(check_suite(suite))))
+
+
+def privileged_state_dim(suite: str, robot_dims: int = 8) -> int:
+    """Width of a privileged state: the robot's `robot_dims` + POSE_DIMS per thing of the fullest scene.
+
+    spatial 8 + 4*4 = 24, object 8 + 5*4 = 28, goal 8 + 6*4 = 32, long 8 + 5*4 = 28, pretrain 8 + 6*4 = 32.
+    """
+    return robot_dims + POSE_DIMS * max_things(suite)
+
+
+def thing_poses(world: World, num_things: int) -> np.ndarray:
+    """float32 [POSE_DIMS * num_things]: (x, y, z, yaw) of every thing in `world.things` order, zeros after
+    the scene's last thing. That order is the task's layout order (`task_layout`), the same for every
+    initial state of a task; in the pretrain suite (no layout) the slots are (target, 3 distractors,
+    plate, basket), the distractors' identity varying with the initial state. Yaw is the thing's raw
+    yaw in radians (a cube looks the same every quarter turn, a bar every half turn). The drawer's
+    extent is not in it: it is no thing's pose (the images show it)."""
+    if len(world.things) > num_things:
+        raise ValueError(f"the scene has {len(world.things)} things but the privileged state has room for {num_things}")
+    poses = np.zeros((num_things, POSE_DIMS), np.float32)
+    for i, thing in enumerate(world.things):
+        poses[i] = (*thing.pos, thing.yaw)
+    return poses.reshape(-1)
+
+
 def holds(world: World, goal: Resolved) -> bool:
     if goal.kind == "open":
         return world.drawer >= DRAWER_OPEN
