@@ -55,11 +55,13 @@ def evaluate(
     chunk: int,
     on_step: Callable[[dict, np.ndarray, dict], None] | None = None,
     progress: bool = True,
+    on_round: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Score `act` (env obs -> actions [N,C,7]) on the first `num_episodes` fixed pairs.
 
     Envs must not auto-reset: each round resets all envs to the next pairs and steps until every
     episode has ended. The last round may hold fewer pairs; its spare envs replay pair 0, unscored.
+    `on_round(start)`, if given, is called before each round with the index of its first pair.
     """
     if envs.auto_reset:
         raise ValueError("evaluate() needs envs built with auto_reset=False (it resets them to fixed pairs)")
@@ -70,6 +72,8 @@ def evaluate(
     for start in range(0, len(pairs), envs.num_envs):
         round_pairs = pairs[start : start + envs.num_envs]
         padded = round_pairs + [pairs[0]] * (envs.num_envs - len(round_pairs))
+        if on_round is not None:
+            on_round(start)
         obs = envs.reset([p[0] for p in padded], [p[1] for p in padded])
         info = {}
         for _ in range(max_chunks):
@@ -114,14 +118,25 @@ def evaluate_policy(
     seed: int = 0,
     on_step: Callable[[dict, np.ndarray, dict], None] | None = None,
     progress: bool = True,
+    reseed_each_round: bool = False,
 ) -> EvalResult:
-    """Score a `Pi0Policy` with its deterministic ODE sampler (initial noise from a generator seeded `seed`)."""
+    """Score a `Pi0Policy` with its deterministic ODE sampler (initial noise from a generator seeded `seed`).
+
+    reseed_each_round: restart the generator before each round, from (seed, the round's first pair), so
+    that two runs on the same pairs draw the same noise for each pair's k-th chunk even when their rounds
+    last different numbers of chunks (default False: one generator for the whole run, as `pi0lab eval`).
+    """
     generator = torch.Generator(policy.device).manual_seed(seed)
+
+    def reseed(start: int) -> None:
+        generator.manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1, np.uint64)[0]))
+
     was_training = policy.training
     policy.eval()
     try:
         return evaluate(lambda obs: policy.rollout(obs, deterministic=True, generator=generator)["actions"].cpu().numpy(),
-                        envs, num_episodes, policy.action_chunk, on_step=on_step, progress=progress)
+                        envs, num_episodes, policy.action_chunk, on_step=on_step, progress=progress,
+                        on_round=reseed if reseed_each_round else None)
     finally:
         policy.train(was_training)
 
@@ -138,9 +153,11 @@ def evaluate_checkpoint(
     progress: bool = True,
     precision: str = "fp32",
     initial_noise: str = "gaussian",
+    privileged_state: bool = False,
 ) -> EvalResult:
     """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler
-    (started from x_1 ~ N(0, I), or from x_1 = 0 with initial_noise="zero": then the score is deterministic)."""
+    (started from x_1 ~ N(0, I), or from x_1 = 0 with initial_noise="zero": then the score is deterministic).
+    `privileged_state`: the tabletop's state-based control, for checkpoints trained with it."""
     from pi0lab.envs import make_env
     from pi0lab.models.policy import Pi0Policy
 
@@ -148,7 +165,7 @@ def evaluate_checkpoint(
                                        initial_noise=initial_noise)
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     envs = make_env(suite, min(num_envs, num_episodes), image_size=image_size or policy.model.config.vision.image_size,
-                    seed=seed)
+                    seed=seed, privileged_state=privileged_state)
     try:
         return evaluate_policy(policy, envs, num_episodes, seed, progress=progress)
     finally:
