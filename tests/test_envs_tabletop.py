@@ -308,3 +308,14 @@ def test_the_pretrain_suite_shares_only_three_goal_instructions_and_has_many_sce
     assert len(names) == 6 and {"plate", "basket", pretrain[3].scene[0]} <= set(names)
     with pytest.raises(ValueError, match="out of range: 0..999"):
         make_world("tabletop_pretrain", 0, 1000)
+
+
+def test_max_episode_steps_option_shortens_episodes():
+    env = make_env("tabletop_goal", 2, max_episode_steps=7)
+    env.reset(np.array([0, 1]), np.array([0, 0]))
+    _, _, terminated, truncated, info = env.step(np.zeros((2, 10, 7)))
+    assert env.max_episode_steps == 7
+    assert list(info["episode_len"]) == [7, 7]
+    assert truncated[:, 6].all() and not terminated.any()
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        make_env("tabletop_goal", 1, max_episode_steps=0)

@@ -40,13 +40,16 @@ class TabletopEnv(SingleEnv):
     module docstring; not pi0): `state_dim` is then `privileged_state_dim(suite)` instead of 8.
     """
 
-    def __init__(self, suite: str, image_size: int = 64, privileged_state: bool = False):
+    def __init__(self, suite: str, image_size: int = 64, privileged_state: bool = False,
+                 max_episode_steps: int | None = None):
         self.tasks = check_suite(suite)
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels; got {image_size}")
+        if max_episode_steps is not None and not (isinstance(max_episode_steps, int) and max_episode_steps > 0):
+            raise ValueError(f"max_episode_steps must be a positive int or None (the suite's); got {max_episode_steps!r}")
         self.suite = suite
         self.num_tasks = len(self.tasks)
-        self.max_episode_steps = MAX_EPISODE_STEPS[suite]
+        self.max_episode_steps = MAX_EPISODE_STEPS[suite] if max_episode_steps is None else max_episode_steps
         self.image_size = image_size
         self.privileged_state = bool(privileged_state)
         self.state_dim = privileged_state_dim(suite, STATE_DIM) if self.privileged_state else STATE_DIM
@@ -121,9 +124,9 @@ class TabletopVectorEnv(SyncVectorEnv):
     `privileged_state`: see `TabletopEnv` (a control, not pi0)."""
 
     def __init__(self, suite: str, num_envs: int, image_size: int = 64, seed: int = 0, auto_reset: bool = False,
-                 privileged_state: bool = False):
-        super().__init__([TabletopEnv(suite, image_size, privileged_state) for _ in range(num_envs)], seed=seed,
-                         auto_reset=auto_reset)
+                 privileged_state: bool = False, max_episode_steps: int | None = None):
+        super().__init__([TabletopEnv(suite, image_size, privileged_state, max_episode_steps) for _ in range(num_envs)],
+                         seed=seed, auto_reset=auto_reset)
         self.expert_rng = np.random.default_rng([seed, 1])
 
     def _observe(self, env_ids: np.ndarray) -> dict:
@@ -154,13 +157,15 @@ class TabletopVectorEnv(SyncVectorEnv):
 
 
 def make_tabletop_env(name: str, num_envs: int, image_size: int = 64, seed: int = 0, auto_reset: bool = False,
-                      num_workers: int = 0, worker_timeout_s: float = 60.0, privileged_state: bool = False):
+                      num_workers: int = 0, worker_timeout_s: float = 60.0, privileged_state: bool = False,
+                      max_episode_steps: int | None = None):
     """In-process (`num_workers=0`, with `expert_actions`) or subprocess (`num_workers>=1`) tabletop env;
-    `privileged_state=True`: the state-based control (module docstring), states `privileged_state_dim(name)` wide."""
+    `privileged_state=True`: the state-based control (module docstring), states `privileged_state_dim(name)` wide;
+    `max_episode_steps`: env steps per episode (None: the suite's limit)."""
     check_suite(name)
     if num_workers == 0:
         return TabletopVectorEnv(name, num_envs, image_size=image_size, seed=seed, auto_reset=auto_reset,
-                                 privileged_state=privileged_state)
-    factory = functools.partial(TabletopEnv, name, image_size, privileged_state)
+                                 privileged_state=privileged_state, max_episode_steps=max_episode_steps)
+    factory = functools.partial(TabletopEnv, name, image_size, privileged_state, max_episode_steps)
     return SubprocVectorEnv([factory] * num_envs, num_workers=num_workers, seed=seed, auto_reset=auto_reset,
                             timeout_s=worker_timeout_s)
