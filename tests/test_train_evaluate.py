@@ -36,3 +36,16 @@ def test_results_table_has_the_recipe_shape():
         "| pi0 (few-shot) | 65.3% | 50.0% | 57.6% |",
         "| PPO | 100.0% | - | 100.0% |",
     ]
+
+
+def test_paired_difference_by_hand():
+    from pi0lab.train.evaluate import EvalResult, paired_difference
+
+    before = EvalResult("s", successes={0: [True, False, False], 1: [False, True, False]})
+    after = EvalResult("s", successes={0: [True, True, False], 1: [True, True, False]})
+    diff, se = paired_difference(before, after)
+    d = np.array([0, 1, 0, 1, 0, 0], float)  # per pair: after - before
+    assert diff == pytest.approx(d.mean()) == pytest.approx(after.success_rate - before.success_rate)
+    assert se == pytest.approx(d.std(ddof=1) / np.sqrt(6))
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_difference(before, EvalResult("s", successes={0: [True]}))

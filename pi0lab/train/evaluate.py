@@ -91,6 +91,20 @@ def evaluate(
     return result
 
 
+def paired_difference(before: EvalResult, after: EvalResult) -> tuple[float, float]:
+    """Success difference of two evaluations of the same fixed pairs, and its standard error.
+
+    d_k = s_after,k - s_before,k for every pair k (0/1 flags); returns (mean_k d_k, std(d) / sqrt(n)),
+    the standard error of a paired difference (unbiased std). Equal per-task counts make the mean
+    the difference of the two success rates.
+    """
+    if {t: len(f) for t, f in before.successes.items()} != {t: len(f) for t, f in after.successes.items()}:
+        raise ValueError("paired_difference needs two evaluations of the same pairs (same tasks and episode counts)")
+    d = np.array([float(a) - float(b) for task in before.successes
+                  for b, a in zip(before.successes[task], after.successes[task], strict=True)])
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
 def results_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
     """A markdown table shaped like the reference recipe's: one row per model, one column per suite + Average.
 
