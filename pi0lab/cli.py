@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sft.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
     sft.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
-    train = commands.add_parser("train", help="PPO / GRPO training from a config",
-                                description="Online RL (PPO with GAE, or GRPO) of a pi0 checkpoint. Ctrl-C finishes "
-                                            "the current iteration, writes a checkpoint and stops.")
+    train = commands.add_parser("train", help="PPO / GRPO / DSRL training from a config",
+                                description="Online RL (PPO with GAE, GRPO, or DSRL: SAC on the initial noise of a "
+                                            "frozen pi0) of a pi0 checkpoint. Ctrl-C finishes the current iteration, "
+                                            "writes a checkpoint and stops.")
     train.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--resume", action="store_true", help="continue the run in runner.logger.log_path")
@@ -112,9 +113,12 @@ def _sft(args) -> int:
 
 def _train(args) -> int:
     from pi0lab.train.config import load_config
+    from pi0lab.train.dsrl import DSRLTrainer
     from pi0lab.train.trainer import RLTrainer
 
-    trainer = RLTrainer(load_config(args.config, args.overrides), resume=args.resume or None)
+    cfg = load_config(args.config, args.overrides)
+    trainer_class = DSRLTrainer if cfg.algorithm.adv_type == "embodied_sac" else RLTrainer
+    trainer = trainer_class(cfg, resume=args.resume or None)
     try:
         trainer.run()
     finally:

@@ -49,7 +49,7 @@ def test_overrides_as_a_python_dict():
     [
         ("algorithm.clip_ratio_hihg=0.3", r"unknown config key 'algorithm.clip_ratio_hihg' \(did you mean 'clip_ratio_high'\?\)"),
         ("algorithm.gamma=abc", "algorithm.gamma must be a number"),
-        ("algorithm.adv_type=reinforce", r"must be one of \['gae', 'grpo'\]"),
+        ("algorithm.adv_type=reinforce", r"must be one of \['gae', 'grpo', 'embodied_sac'\]"),
         ("actor.model.openpi.noise_method=ddpm", r"one of \['flow_sde', 'reinflow'\]"),
         ("env.train.total_num_envs=60", "group_size=8 does not divide env.train.total_num_envs=60"),
         ("actor.model.num_action_chunks=99", r"num_action_chunks=99 must be in \[1, "),

@@ -115,3 +115,13 @@ def test_lr_warms_up_linearly_over_optimiser_steps(random_nano_checkpoint, tmp_p
 def test_bad_step_size_settings_are_refused_by_name(override, key):
     with pytest.raises(ConfigError, match=key):
         load_config("tabletop_ppo_nano", [override])
+
+
+def test_noise_on_the_first_step_only(random_nano_checkpoint, tmp_path):
+    trainer = _trainer(random_nano_checkpoint, tmp_path, "actor.model.openpi.noise_steps=first",
+                       "actor.model.openpi.initial_noise=zero")
+    obs = trainer.env.reset()
+    out = trainer.policy.rollout(obs, generator=torch.Generator().manual_seed(0))
+    assert out["noisy_steps"].tolist() == [[0]] * 4  # t = 1 -> 1 - 1/N, for every sample
+    assert (out["chain"][:, 0] == 0).all() and (out["chain"][:, 1] != 0).all()  # x_1 = 0, then the credited noise
+    trainer.close()

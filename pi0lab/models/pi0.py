@@ -51,10 +51,17 @@ class Observation:
 
 
 class PrefixCache(NamedTuple):
-    """Rotated keys/values of the prefix for every layer ([B,K,P,D] each) and its validity [B,P]."""
+    """Rotated keys/values of the prefix for every layer ([B,K,P,D] each) and its validity [B,P].
+
+    features [B,W]: one vector per observation, the mean over valid prefix tokens of what the last VLM
+    layer's K/V projections read (its input, after its input norm). That is the deepest prefix state
+    pi0's action loss trains: the last layer's own attention output and MLP feed nothing. None in a
+    cache rebuilt from stored keys/values.
+    """
 
     kv: list[tuple[Tensor, Tensor]]
     pad_mask: Tensor
+    features: Tensor | None = None
 
 
 def block_causal_mask(pad_mask: Tensor, ar_mask: Tensor) -> Tensor:
@@ -213,15 +220,20 @@ class Pi0(nn.Module):
         return self._action_outputs(hiddens[1])
 
     def prefill(self, obs: Observation) -> PrefixCache:
-        """Run the VLM once over the prefix and keep every layer's rotated keys/values."""
+        """Run the VLM once over the prefix and keep every layer's rotated keys/values and the pooled
+        features (see `PrefixCache`): f = sum_p valid_p norm(h_p) / sum_p valid_p, h = the last layer's input."""
         prefix, valid, ar = self.embed_prefix(obs)
         bias = mask_to_bias(block_causal_mask(valid, ar))
         cos, sin = self._rope(torch.cumsum(valid, dim=1) - 1)
         hiddens, kv = [prefix], []
         for layer in self.vlm.layers:
+            layer_input = hiddens[0]
             hiddens, layer_kv = joint_layer([layer], hiddens, cos, sin, bias)
             kv.append(layer_kv)
-        return PrefixCache(kv=kv, pad_mask=valid)
+        normed = self.vlm.layers[-1].input_layernorm(layer_input).float()  # [B,P,W]
+        weights = valid.float()[..., None]  # [B,P,1]
+        features = (normed * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # [B,W]
+        return PrefixCache(kv=kv, pad_mask=valid, features=features)
 
     def denoise_step(self, cache: PrefixCache, state: Tensor, x_t: Tensor, time: Tensor) -> tuple[Tensor, Tensor]:
         """Expert-only pass of the suffix against the cached prefix (the cache is not modified).

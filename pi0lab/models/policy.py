@@ -58,8 +58,9 @@ class Pi0Policy(nn.Module):
     logprob_reduction: a sample's log-prob is the "sum" of the elementwise log-probs over the executed
     chunk, the real action dims and the noisy steps (the recipe), or their "mean" (DPPO / ReinFlow), whose
     ratio moves D = chunk * dims * steps times slower and so fits a clip range of that smaller scale.
-    noise_std_min floors the std of every noisy transition; noise_steps ("one", "all", None = the
-    method's default) says which denoise steps are noisy.
+    noise_std_min floors the std of every noisy transition; noise_steps says which denoise steps are
+    noisy: "one" drawn per call, "all", "first" (only t = 1 -> 1 - 1/N: from x_1 = 0 the credited noise
+    then decides where the whole chain goes, as the initial noise would), or None (the method's default).
     """
 
     def __init__(self, model: Pi0, norm_stats: dict[str, NormStats], tokenizer: PaligemmaTokenizer | None = None,
@@ -88,8 +89,8 @@ class Pi0Policy(nn.Module):
             raise ValueError(f"unknown logprob_reduction {logprob_reduction!r}; expected one of {LOGPROB_REDUCTIONS}")
         if noise_std_min < 0:
             raise ValueError(f"noise_std_min must be >= 0, got {noise_std_min}")
-        if noise_steps not in (None, "one", "all"):
-            raise ValueError(f"noise_steps must be 'one', 'all' or None (the method's default), got {noise_steps!r}")
+        if noise_steps not in (None, "one", "all", "first"):
+            raise ValueError(f"noise_steps must be 'one', 'all', 'first' or None (the method's default), got {noise_steps!r}")
         if noise_method == "reinflow" and not config.noise_head:
             raise ValueError("noise_method 'reinflow' needs a model built with Pi0Config(noise_head=True)")
         if not 1 <= action_chunk <= config.action_horizon:
@@ -196,25 +197,42 @@ class Pi0Policy(nn.Module):
     # ----------------------------------------------------------------------------- trainer calls
 
     @torch.no_grad()
-    def rollout(self, env_obs: dict, deterministic: bool = False, generator: torch.Generator | None = None) -> dict:
+    def prefill(self, env_obs: dict) -> PrefixCache:
+        """The prefix cache of env observations, with its pooled `features` [N,W] (see `PrefixCache`);
+        `rollout(env_obs, prefix=...)` reuses it."""
+        return self._prefix(self.preprocess(env_obs))
+
+    @torch.no_grad()
+    def rollout(self, env_obs: dict, deterministic: bool = False, generator: torch.Generator | None = None,
+                noise: Tensor | None = None, prefix: PrefixCache | None = None) -> dict:
         """Sample actions for a batch of env observations.
 
         Returns actions [N,C,E] (env units), chain [N,S+1,H,A], noisy_steps [N,K] long,
         logprobs [N] (0 when deterministic), values [N] (None without a value head), and prefix: the
         prefix KV cache when it is frozen (`train_expert_only`, for `evaluate`), else None.
         deterministic=True runs the plain ODE (evaluation).
+        noise: the chains' start x_1 [N,H,A] (None: drawn as `initial_noise` says); with deterministic=True
+        the actions are a function of the observation and this noise (what DSRL's noise policy steers).
+        prefix: these observations' cache from `prefill(env_obs)`; then `env_obs` needs only `states`.
         """
-        obs = self.preprocess(env_obs)
+        if prefix is None:
+            obs = self.preprocess(env_obs)
+            cache, state = self._prefix(obs), obs.state
+        else:
+            cache, state = prefix, self.preprocess_state(env_obs["states"])
         config = self.model.config
-        shape = (obs.batch_size, config.action_horizon, config.action_dim)
-        if self.initial_noise == "zero":
+        shape = (state.shape[0], config.action_horizon, config.action_dim)
+        if noise is not None:
+            if tuple(noise.shape) != shape:
+                raise ValueError(f"noise must be x_1 {list(shape)} [N,H,A], got {list(noise.shape)}")
+            noise = noise.to(self.device, torch.float32)
+        elif self.initial_noise == "zero":
             noise = torch.zeros(shape, device=self.device)  # x_1 = 0
         else:
             noise = torch.randn(shape, generator=generator, device=self.device)  # x_1 ~ N(0, I)
-        cache = self._prefix(obs)
         first_features = []
 
-        velocity_fn = self._velocity_fn(cache, obs.state)
+        velocity_fn = self._velocity_fn(cache, state)
 
         def recording_velocity(x: Tensor, t: Tensor):
             v, features = velocity_fn(x, t)
@@ -224,7 +242,7 @@ class Pi0Policy(nn.Module):
 
         method = "ode" if deterministic else self.noise_method
         chain = sample_chain(recording_velocity, noise, self.num_steps, method=method, noise_level=self.noise_level,
-                             noise_steps=None if deterministic else self.noise_steps,
+                             noise_steps=None if deterministic else [0] if self.noise_steps == "first" else self.noise_steps,
                              std_fn=self._std_fn() if method == "reinflow" else None, generator=generator,
                              std_min=self.noise_std_min)
         return {

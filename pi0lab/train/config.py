@@ -61,9 +61,40 @@ class RunnerConfig:
 
 
 @dataclass
+class SacConfig:
+    """DSRL (algorithm.adv_type = loss_type = embodied_sac): SAC learns pi0's initial noise x_1, pi0 frozen.
+
+    The noise policy sets the block x_1[:noise_horizon, :noise_dims] = noise_bound * tanh(u); the rest of
+    x_1 is 0 (pi0lab.train.dsrl). Discounting uses algorithm.gamma, rewards algorithm.reward_coef.
+    """
+
+    # the block of x_1 that the noise policy sets: the first noise_horizon steps, the first noise_dims dims of each
+    noise_horizon: int = "${actor.model.num_action_chunks}"  # type: ignore[assignment]
+    noise_dims: int = "${actor.model.action_dim}"  # type: ignore[assignment]
+    noise_bound: float = 1.5  # |x_1| of the block stays below this (N(0,1) has 87% of its mass inside 1.5)
+    num_q_heads: int = 10  # critic ensemble size
+    target_q_heads: int = 2  # the TD target takes the minimum over this many random heads (REDQ)
+    latent_dim: int = 64  # width of the prefix-feature and the state encoders
+    hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])  # MLPs of actor and each Q head
+    actor_lr: float = 1.0e-4
+    critic_lr: float = 3.0e-4
+    alpha_lr: float = 3.0e-4
+    initial_alpha: float = 1.0
+    target_entropy: float | None = None  # null: -D/2 for D = noise_horizon * noise_dims (the reference's -16 for 32)
+    # the TD target's -alpha log pi term (standard SAC). Off as in the reference: an episode ends at success, so a
+    # positive entropy return per chunk step would pay the policy for taking longer
+    backup_entropy: bool = False
+    tau: float = 0.005  # target critic: theta' <- (1 - tau) theta' + tau theta after each gradient step
+    batch_size: int = 512
+    replay_buffer_size: int = 15000  # transitions kept (chunk steps); the oldest go first
+    updates_per_iteration: int = 200  # gradient steps after each collected window
+    step_penalty: float = 0.0  # subtracted from every chunk step's reward (favours finishing sooner)
+
+
+@dataclass
 class AlgorithmConfig:
-    adv_type: Literal["gae", "grpo"] = "gae"
-    loss_type: Literal["actor_critic", "actor"] = "actor_critic"
+    adv_type: Literal["gae", "grpo", "embodied_sac"] = "gae"
+    loss_type: Literal["actor_critic", "actor", "embodied_sac"] = "actor_critic"
     group_size: int = 1  # GRPO: envs per group sharing task + initial state
     normalize_advantages: bool = True
     rollout_epoch: int = 1  # rollouts collected per iteration
@@ -82,6 +113,7 @@ class AlgorithmConfig:
     filter_rewards: bool = False  # GRPO: drop groups whose mean score is outside the bounds
     rewards_lower_bound: float = 0.1
     rewards_upper_bound: float = 0.9
+    sac: SacConfig = field(default_factory=SacConfig)
 
 
 @dataclass
@@ -130,7 +162,7 @@ class OpenpiConfig:
     # "mean" (DPPO / ReinFlow: the ratio then moves per dimension, and clip ratios of ~0.01-0.05 fit it)
     logprob_reduction: LogprobReduction = "sum"
     noise_std_min: float = 0.0  # floor on the std of every noisy denoise step (0: none)
-    noise_steps: Literal["one", "all"] | None = None  # noisy denoise steps (null: the method's own, flow_sde "one")
+    noise_steps: Literal["one", "all", "first"] | None = None  # noisy denoise steps (null: the method's own, flow_sde "one")
     add_value_head: bool = "${actor.model.add_value_head}"  # type: ignore[assignment]
     detach_critic_input: bool = True
 
@@ -422,6 +454,11 @@ def check_consistency(cfg: DictConfig) -> None:
             )
     if algo.loss_type == "actor_critic" and not model.add_value_head:
         fail("algorithm.loss_type=actor_critic needs actor.model.add_value_head=true")
+    if (algo.adv_type == "embodied_sac") != (algo.loss_type == "embodied_sac"):
+        fail(f"algorithm.adv_type={algo.adv_type} and algorithm.loss_type={algo.loss_type}: DSRL sets both to "
+             "embodied_sac, PPO / GRPO neither")
+    if algo.adv_type == "embodied_sac":
+        _check_sac(algo.sac, model.size, cfg.sft.model.action_horizon or _action_horizon(model.size), fail)
     if not 0 <= algo.rewards_lower_bound <= algo.rewards_upper_bound <= 1:
         fail("algorithm.rewards_lower_bound <= rewards_upper_bound must hold, both in [0, 1]")
     if not (0 < algo.gamma <= 1 and 0 <= algo.gae_lambda <= 1):
@@ -460,6 +497,30 @@ def check_consistency(cfg: DictConfig) -> None:
             f"actor.micro_batch_size={cfg.actor.micro_batch_size} does not divide "
             f"actor.global_batch_size={cfg.actor.global_batch_size}"
         )
+
+
+def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
+    """The SAC group's own ranges; `DSRLTrainer` checks the noise block again against the loaded model."""
+    from pi0lab.models import Pi0Config
+
+    model_dims = getattr(Pi0Config, size)().action_dim
+    if not 1 <= sac.noise_horizon <= horizon or not 1 <= sac.noise_dims <= model_dims:
+        fail(f"algorithm.sac.noise_horizon={sac.noise_horizon} must be in [1, {horizon}] and algorithm.sac.noise_dims="
+             f"{sac.noise_dims} in [1, {model_dims}] (x_1 of the {size!r} model is [{horizon}, {model_dims}])")
+    if not 1 <= sac.target_q_heads <= sac.num_q_heads:
+        fail(f"algorithm.sac.num_q_heads={sac.num_q_heads} must be >= 1 and algorithm.sac.target_q_heads="
+             f"{sac.target_q_heads} in [1, num_q_heads] (the heads the TD target takes the minimum of)")
+    if not sac.hidden_dims or min(sac.hidden_dims) < 1 or sac.latent_dim < 1:
+        fail(f"algorithm.sac.hidden_dims={list(sac.hidden_dims)} must be a non-empty list of widths >= 1 and "
+             f"algorithm.sac.latent_dim={sac.latent_dim} >= 1")
+    for name in ("noise_bound", "actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
+        if sac[name] <= 0:
+            fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
+    if not 0 < sac.tau <= 1:
+        fail(f"algorithm.sac.tau must be in (0, 1], got {sac.tau}")
+    if min(sac.batch_size, sac.replay_buffer_size) < 1 or sac.updates_per_iteration < 0:
+        fail(f"algorithm.sac.batch_size={sac.batch_size} and algorithm.sac.replay_buffer_size={sac.replay_buffer_size} "
+             f"must be >= 1, algorithm.sac.updates_per_iteration={sac.updates_per_iteration} >= 0")
 
 
 def _check_pretrain(pre: DictConfig, fail) -> None:

@@ -7,6 +7,7 @@
 
 Stopping (a stop request, Ctrl-C, or the last iteration) writes a checkpoint; `runner.resume_dir`
 (or `resume=True`) continues the same run: iteration counter, weights, optimiser, every RNG.
+`TrainingLoop` is that loop, shared with `pi0lab.train.dsrl.DSRLTrainer`.
 """
 
 import signal
@@ -40,44 +41,47 @@ class IterationEvent:
     eval_result: EvalResult | None = None
 
 
-class RLTrainer:
-    def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
-                 progress: bool = True):
+def single_process_device(cfg: DictConfig, device: str | torch.device | None) -> torch.device:
+    """The device of a trainer that runs every role in one process (CUDA when there is one), after checking that
+    the config asks for nothing more."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.actor.model.precision == "bf16" and device.type != "cuda":
+        raise ValueError("actor.model.precision=bf16 needs a CUDA device; set actor.model.precision=fp32 on CPU")
+    if cfg.cluster.num_nodes != 1 or cfg.cluster.num_devices != 1:
+        raise ValueError("this trainer runs the env, rollout and actor roles in one process on one device: set "
+                         "cluster.num_nodes=1 cluster.num_devices=1 (placement across devices is not available yet)")
+    if cfg.rollout.pipeline_stage_num != 1:
+        raise ValueError("rollout.pipeline_stage_num > 1 overlaps env and rollout in separate processes, "
+                         "which the single-process trainer does not run; set it to 1")
+    return device
+
+
+class TrainingLoop:
+    """What every trainer shares: the iteration loop, stopping (request, Ctrl-C), the run directory and resuming.
+
+    A subclass builds its parts after `super().__init__` (`self.resume_from` is the checkpoint to restore, or
+    None), sets `self.logger`, and implements `_one_iteration() -> IterationEvent` and `save() -> Path`.
+    """
+
+    def __init__(self, cfg: DictConfig, resume: bool | str | None, progress: bool):
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if cfg.actor.model.precision == "bf16" and self.device.type != "cuda":
-            raise ValueError("actor.model.precision=bf16 needs a CUDA device; set actor.model.precision=fp32 on CPU")
-        if cfg.cluster.num_nodes != 1 or cfg.cluster.num_devices != 1:
-            raise ValueError("this trainer runs the env, rollout and actor roles in one process on one device: set "
-                             "cluster.num_nodes=1 cluster.num_devices=1 (placement across devices is not available yet)")
-        if cfg.rollout.pipeline_stage_num != 1:
-            raise ValueError("rollout.pipeline_stage_num > 1 overlaps env and rollout in separate processes, "
-                             "which the single-process trainer does not run; set it to 1")
         self.run_dir = Path(cfg.runner.logger.log_path)
         self.progress = progress
         self._stop = threading.Event()
         self.iteration = 0
-
-        resume_from = self._resume_checkpoint(resume)
-        if resume_from is None and latest_checkpoint(self.run_dir) is not None:
+        self.resume_from = self._resume_checkpoint(resume)
+        if self.resume_from is None and latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} already holds a run with checkpoints: resume it (--resume, "
                                   "resume=True) or set runner.logger.log_path to a new directory")
-        torch.manual_seed(cfg.actor.seed)
-        np.random.seed(cfg.actor.seed)
-        self.policy = build_policy(cfg.actor.model, self.device, override_path=resume_from and resume_from / "model")
-        self.rollout_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
-        self.actor_generator = torch.Generator().manual_seed(cfg.actor.seed + 2)
-        algo = cfg.algorithm
-        self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed, group_size=algo.group_size if algo.adv_type == "grpo" else 1)
-        self.rollout = RolloutRole(self.policy, self.rollout_generator)
-        self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator)
-        self.chunk = cfg.actor.model.num_action_chunks
-        self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
-        self._eval_envs = None
-        if resume_from is not None:
-            self._restore(load_checkpoint_state(resume_from))
-        self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
-                                   cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
+
+    def _one_iteration(self) -> IterationEvent:
+        raise NotImplementedError
+
+    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
+        raise NotImplementedError
+
+    def save(self) -> Path:
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------- loop
 
@@ -123,8 +127,69 @@ class RLTrainer:
         """Stop after the iteration in progress (safe from another thread, e.g. a notebook button)."""
         self._stop.set()
 
+    def _finish_iteration(self, metrics: dict[str, float], video: bytes | None) -> IterationEvent:
+        """After `self.iteration` was counted: evaluate when `runner.val_check_interval` says, log, checkpoint
+        when `runner.save_interval` says."""
+        runner = self.cfg.runner
+        eval_result = None
+        if runner.val_check_interval > 0 and (self.iteration % runner.val_check_interval == 0
+                                              or self.iteration == runner.max_epochs):
+            eval_result = self.evaluate()
+            metrics["eval/success"] = eval_result.success_rate
+        self.logger.log(metrics, self.iteration)
+        checkpoint = None
+        if runner.save_interval > 0 and self.iteration % runner.save_interval == 0:
+            checkpoint = self.save()
+        return IterationEvent(self.iteration, metrics, video, checkpoint, eval_result)
+
+    def _resume_checkpoint(self, resume: bool | str | None) -> Path | None:
+        source = resume if isinstance(resume, str) else self.cfg.runner.resume_dir
+        if source is None and resume is True:
+            source = str(self.run_dir)
+        if source is None:
+            return None
+        checkpoint = latest_checkpoint(source) if (Path(source) / "checkpoints").is_dir() else Path(source)
+        if checkpoint is None or not (checkpoint / "state.pt").is_file():
+            raise FileNotFoundError(f"nothing to resume in {source}: no checkpoints/latest and no state.pt")
+        return checkpoint
+
+    def _write_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
+
+    def _recorder(self, split: str) -> VideoRecorder | None:
+        """Records env 0 of the split (every episode it plays, one frame per chunk) when save_video is on."""
+        video_cfg = self.cfg.env[split].video_cfg
+        if not video_cfg.save_video:
+            return None
+        return VideoRecorder([0], video_cfg.video_base_dir, info_on_video=video_cfg.info_on_video, with_wrist=True)
+
+
+class RLTrainer(TrainingLoop):
+    def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
+                 progress: bool = True):
+        self.device = single_process_device(cfg, device)
+        super().__init__(cfg, resume, progress)
+        resume_from = self.resume_from
+        torch.manual_seed(cfg.actor.seed)
+        np.random.seed(cfg.actor.seed)
+        self.policy = build_policy(cfg.actor.model, self.device, override_path=resume_from and resume_from / "model")
+        self.rollout_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
+        self.actor_generator = torch.Generator().manual_seed(cfg.actor.seed + 2)
+        algo = cfg.algorithm
+        self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed, group_size=algo.group_size if algo.adv_type == "grpo" else 1)
+        self.rollout = RolloutRole(self.policy, self.rollout_generator)
+        self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator)
+        self.chunk = cfg.actor.model.num_action_chunks
+        self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
+        self._eval_envs = None
+        if resume_from is not None:
+            self._restore(load_checkpoint_state(resume_from))
+        self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
+                                   cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
+
     def _one_iteration(self) -> IterationEvent:
-        cfg, algo = self.cfg, self.cfg.algorithm
+        algo = self.cfg.algorithm
         start = time.perf_counter()
         metrics: dict[str, float] = {}
         video = None
@@ -151,17 +216,7 @@ class RLTrainer:
         metrics["time/iteration"] = time.perf_counter() - start
         metrics["env/steps"] = float(env_steps)
         metrics["env/steps_per_second"] = env_steps / max(timer.totals.get("time/env", 0) + timer.totals.get("time/rollout", 0), 1e-9)
-
-        eval_result = None
-        interval = cfg.runner.val_check_interval
-        if interval > 0 and (self.iteration % interval == 0 or self.iteration == cfg.runner.max_epochs):
-            eval_result = self.evaluate()
-            metrics["eval/success"] = eval_result.success_rate
-        self.logger.log(metrics, self.iteration)
-        checkpoint = None
-        if cfg.runner.save_interval > 0 and self.iteration % cfg.runner.save_interval == 0:
-            checkpoint = self.save()
-        return IterationEvent(self.iteration, metrics, video, checkpoint, eval_result)
+        return self._finish_iteration(metrics, video)
 
     def advantages(self, trajectory: Trajectory) -> Advantages:
         """GAE (PPO) or group advantages (GRPO) of one rollout window, as `algorithm` sets them."""
@@ -187,13 +242,6 @@ class RLTrainer:
             recorder.save(f"eval_iter_{self.iteration:06d}")
         return result
 
-    def _recorder(self, split: str) -> VideoRecorder | None:
-        """Records env 0 of the split (every episode it plays, one frame per chunk) when save_video is on."""
-        video_cfg = self.cfg.env[split].video_cfg
-        if not video_cfg.save_video:
-            return None
-        return VideoRecorder([0], video_cfg.video_base_dir, info_on_video=video_cfg.info_on_video, with_wrist=True)
-
     # ------------------------------------------------------------------------------------- checkpoints
 
     def save(self) -> Path:
@@ -209,17 +257,6 @@ class RLTrainer:
         }
         return save_checkpoint(self.run_dir, self.iteration, state, lambda path: save_pi0(self.policy.model, path))
 
-    def _resume_checkpoint(self, resume: bool | str | None) -> Path | None:
-        source = resume if isinstance(resume, str) else self.cfg.runner.resume_dir
-        if source is None and resume is True:
-            source = str(self.run_dir)
-        if source is None:
-            return None
-        checkpoint = latest_checkpoint(source) if (Path(source) / "checkpoints").is_dir() else Path(source)
-        if checkpoint is None or not (checkpoint / "state.pt").is_file():
-            raise FileNotFoundError(f"nothing to resume in {source}: no checkpoints/latest and no state.pt")
-        return checkpoint
-
     def _restore(self, state: dict) -> None:
         self.iteration = state["iteration"]
         self.actor.optimizer.load_state_dict(state["optimizer"])
@@ -228,10 +265,6 @@ class RLTrainer:
         self.actor_generator.set_state(state["actor_generator"])
         self.env.rng.bit_generator.state = state["env_rng"]
         self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
-
-    def _write_config(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
 
     def close(self) -> None:
         self.env.close()
@@ -267,7 +300,8 @@ def _rollout_metrics(trajectories: list[tuple[Trajectory, Advantages]]) -> dict[
 def _summary(event: IterationEvent) -> str:
     m = event.metrics
     parts = [f"iter {event.iteration:4d}", f"success {m['env/success_once']:.2f}"]
-    for name, label in (("actor/loss", "loss"), ("actor/approx_kl", "kl"), ("eval/success", "eval")):
+    for name, label in (("actor/loss", "loss"), ("actor/approx_kl", "kl"), ("train/sac/critic_loss", "critic"),
+                        ("train/sac/alpha", "alpha"), ("eval/success", "eval")):
         if name in m:
             parts.append(f"{label} {m[name]:.3f}")
     parts.append(f"{m['time/iteration']:.1f}s")

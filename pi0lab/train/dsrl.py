@@ -1,0 +1,466 @@
+"""DSRL: steer a frozen pi0 by learning its initial noise x_1 with SAC (Wagenmaker et al., CoRL 2025).
+
+With the ODE sampler pi0's actions are a deterministic function of the observation and x_1, and on a
+few-shot checkpoint the noise decides most outcomes. DSRL leaves pi0 as it is and learns a small noise
+policy over x_1 from env rewards, with SAC:
+
+    o_t  --pi0's prefix (frozen)-->  features f_t [W], robot state s_t [S] (z-scored)
+    a_t  ~ pi(. | f_t, s_t),  a_t in (-1, 1)^D,  D = noise_horizon * noise_dims   (tanh-squashed Gaussian)
+    x_1  = 0 [H,A];  x_1[:noise_horizon, :noise_dims] = noise_bound * a_t          (`NoiseBlock`)
+    chunk = pi0's ODE from (o_t, x_1), executed;  r_t = reward_coef * sum_c r_tc - step_penalty
+
+The noise block. pi0 executes only the first C = num_action_chunks horizon steps and the E = 7 real
+action dims of its [H, 32] output, so by default the policy sets exactly x_1[:C, :E] (35 numbers for the
+nano recipe instead of 320): action step h, dim d starts its flow at x_1[h, d], and the other entries
+reach the executed ones only through the expert's attention. They stay at 0, the prior's mean (the x_1
+that scored best of the fixed choices on the SFT checkpoint, 42.5% against 31.6% for a Gaussian draw),
+so the executed chunk is a deterministic function of (o_t, a_t) and the critic sees everything that
+decides it. `algorithm.sac.noise_horizon` / `noise_dims` widen the block up to the whole x_1.
+The bound: x_1 = 1.5 tanh(u) keeps the start within 1.5 standard deviations of what pi0 was trained on
+(87% of N(0, 1)), and the initial policy (u ~ N(0, 1)) then draws x_1 with std 0.94, close to pi0's own
+N(0, I): DSRL starts from roughly pi0's sampler and can concentrate it anywhere pi0 has seen noise.
+
+Features. `Pi0.prefill` pools, over the valid prefix tokens (images and prompt), the input of the last
+VLM layer after its norm: the deepest prefix state that pi0's training shapes (`PrefixCache`). The pool
+comes with the prefix pass the rollout runs anyway. The critics and the actor each encode features
+and state with their own Linear -> LayerNorm -> tanh (latent_dim each), then an MLP.
+
+Replay buffer. Transitions are stored as (f, s, a, r, done, f', s'): features, not images. That is exact
+because the prefix is frozen: pi0 would compute the same f from the same observation at any later time.
+An episode's end, by success or time limit, is `done` (no bootstrap): Q is the return to the end of the
+episode. One transition is one chunk step; the buffer keeps the newest `replay_buffer_size`.
+
+SAC (pi0lab.rl.sac): the TD target takes the minimum of `target_q_heads` random heads of the target
+ensemble (REDQ), the actor the mean of all heads. The target leaves out -alpha log pi unless
+`backup_entropy` (as the reference): episodes end at success, so an entropy return per chunk step would
+pay the policy for taking longer (the fresh 35-dim policy's entropy is ~23 nats: alpha * 23 per chunk
+step, against one success reward of 1).
+
+A DSRL checkpoint's `model/` holds the noise policy, critics and temperature (`dsrl_agent.pt`); pi0 stays
+at `actor.model.model_path`, which a resumed run reads again.
+"""
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from pi0lab.models.config import Pi0Config
+from pi0lab.rl import (polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
+                       squashed_gaussian_sample)
+from pi0lab.train.checkpoint import load_checkpoint_state, rng_state, save_checkpoint, set_rng_state
+from pi0lab.train.evaluate import EvalResult, evaluate
+from pi0lab.train.loggers import MetricLogger
+from pi0lab.train.roles import EnvRole, build_envs, build_policy
+from pi0lab.train.rollout import Timer
+from pi0lab.train.trainer import IterationEvent, TrainingLoop, single_process_device
+
+AGENT_FILE = "dsrl_agent.pt"
+
+
+# ------------------------------------------------------------------------------------------ noise block
+
+
+@dataclass(frozen=True)
+class NoiseBlock:
+    """The part of x_1 [H,A] the noise policy sets: x_1[:steps, :dims] = bound * a, 0 elsewhere."""
+
+    steps: int
+    dims: int
+    bound: float
+    horizon: int  # the model's H
+    model_dims: int  # the model's A
+
+    @classmethod
+    def for_model(cls, sac: DictConfig, config: Pi0Config) -> "NoiseBlock":
+        if not 1 <= sac.noise_horizon <= config.action_horizon or not 1 <= sac.noise_dims <= config.action_dim:
+            raise ValueError(
+                f"algorithm.sac.noise_horizon={sac.noise_horizon} and algorithm.sac.noise_dims={sac.noise_dims} "
+                f"do not fit this model's x_1 [{config.action_horizon}, {config.action_dim}] (horizon, action dims)")
+        return cls(sac.noise_horizon, sac.noise_dims, sac.noise_bound, config.action_horizon, config.action_dim)
+
+    @property
+    def size(self) -> int:
+        """D, the SAC action's dims."""
+        return self.steps * self.dims
+
+    def to_noise(self, action: Tensor) -> Tensor:
+        """SAC actions [B,D] in (-1, 1) -> pi0's x_1 [B,H,A]."""
+        noise = action.new_zeros(action.shape[0], self.horizon, self.model_dims)
+        noise[:, : self.steps, : self.dims] = self.bound * action.reshape(-1, self.steps, self.dims)
+        return noise
+
+
+# ------------------------------------------------------------------------------------------ networks
+
+
+def mlp(in_dim: int, hidden_dims: list[int], out_dim: int) -> nn.Sequential:
+    """Linear -> ReLU for each hidden width, then a Linear to out_dim."""
+    layers, width = [], in_dim
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, out_dim))
+
+
+class ObservationEncoder(nn.Module):
+    """features [B,W], state [B,S] -> [B,2L]: tanh(LayerNorm(Linear(.))) of each, concatenated."""
+
+    def __init__(self, feature_dim: int, state_dim: int, latent_dim: int):
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(feature_dim, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
+        self.state = nn.Sequential(nn.Linear(state_dim, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
+        self.out_dim = 2 * latent_dim
+
+    def forward(self, features: Tensor, state: Tensor) -> Tensor:
+        return torch.cat([self.features(features), self.state(state)], dim=-1)
+
+
+class NoisePolicy(nn.Module):
+    """The actor: a tanh-squashed Gaussian over the noise block, a = tanh(u), u ~ N(mean, std^2).
+
+    log_std = lo + (hi - lo) sigmoid(raw + log(-lo / hi)) keeps std in [e^lo, e^hi] without a hard clip and
+    is 0 at raw = 0, so the fresh policy draws u ~ N(~0, ~1): x_1 close to pi0's own N(0, I).
+    """
+
+    LOG_STD_RANGE = (-5.0, 2.0)
+
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, latent_dim: int, hidden_dims: list[int]):
+        super().__init__()
+        self.encoder = ObservationEncoder(feature_dim, state_dim, latent_dim)
+        self.head = mlp(self.encoder.out_dim, hidden_dims, 2 * action_dim)
+
+    def forward(self, features: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """-> mean [B,D], log_std [B,D] of u."""
+        mean, raw = self.head(self.encoder(features, state)).chunk(2, dim=-1)
+        low, high = self.LOG_STD_RANGE
+        return mean, low + (high - low) * torch.sigmoid(raw + math.log(-low / high))
+
+    def sample(self, features: Tensor, state: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """-> action [B,D] in (-1, 1), reparameterised, and its log-prob [B]."""
+        return squashed_gaussian_sample(*self(features, state), generator=generator)
+
+    def mean_action(self, features: Tensor, state: Tensor) -> Tensor:
+        """The deterministic action tanh(mean) [B,D] (evaluation)."""
+        return torch.tanh(self(features, state)[0])
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear maps applied at once: x [E,B,I] -> x W_e + b_e [E,B,O] (nn.Linear's init per head)."""
+
+    def __init__(self, num_heads: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)
+        self.weight = nn.Parameter(torch.empty(num_heads, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_heads, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class QEnsemble(nn.Module):
+    """E critics Q_e(f, s, a): one shared observation encoder, then E independent MLPs -> values [E,B]."""
+
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, latent_dim: int, hidden_dims: list[int],
+                 num_heads: int):
+        super().__init__()
+        self.encoder = ObservationEncoder(feature_dim, state_dim, latent_dim)
+        widths = [self.encoder.out_dim + action_dim, *hidden_dims]
+        layers = []
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            layers += [EnsembleLinear(num_heads, width_in, width_out), nn.ReLU()]
+        self.heads = nn.Sequential(*layers, EnsembleLinear(num_heads, widths[-1], 1))
+        self.num_heads = num_heads
+
+    def forward(self, features: Tensor, state: Tensor, action: Tensor) -> Tensor:
+        x = torch.cat([self.encoder(features, state), action], dim=-1)  # [B, 2L + D]
+        return self.heads(x.expand(self.num_heads, *x.shape)).squeeze(-1)  # [E,B]
+
+
+# ------------------------------------------------------------------------------------------ agent
+
+
+class SacAgent(nn.Module):
+    """Noise policy, Q ensemble, its target copy, the temperature alpha = exp(log_alpha), and their optimisers.
+
+    `sac` is the `algorithm.sac` config group (any object with its attributes).
+    """
+
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, sac: DictConfig, gamma: float):
+        super().__init__()
+        hidden = list(sac.hidden_dims)
+        self.actor = NoisePolicy(feature_dim, state_dim, action_dim, sac.latent_dim, hidden)
+        self.critic = QEnsemble(feature_dim, state_dim, action_dim, sac.latent_dim, hidden, sac.num_q_heads)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.initial_alpha)))
+        self.target_entropy = -action_dim / 2 if sac.target_entropy is None else sac.target_entropy
+        self.gamma, self.tau, self.target_q_heads, self.backup_entropy = gamma, sac.tau, sac.target_q_heads, sac.backup_entropy
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=sac.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
+
+    def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """One SAC step on a batch of transitions: critic, then actor, then temperature, then the target critic.
+
+        batch: features [B,W], states [B,S], actions [B,D], rewards [B], dones [B] bool, next_features,
+        next_states. The target's minimum runs over `target_q_heads` heads drawn at random each step; its
+        entropy term only with `backup_entropy`.
+        Returns detached 0-dim metrics.
+        """
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            next_action, next_logprob = self.actor.sample(batch["next_features"], batch["next_states"], generator)
+            heads = torch.randperm(self.critic.num_heads, generator=generator, device=generator.device)
+            next_q = self.target_critic(batch["next_features"], batch["next_states"], next_action)
+            target = sac_q_target(batch["rewards"], batch["dones"], next_q[heads[: self.target_q_heads]],
+                                  next_logprob, alpha if self.backup_entropy else 0.0, self.gamma)
+        q = self.critic(batch["features"], batch["states"], batch["actions"])
+        critic_loss = sac_critic_loss(q, target)
+        _step(self.critic_optimizer, critic_loss)
+
+        action, logprob = self.actor.sample(batch["features"], batch["states"], generator)
+        actor_loss = sac_actor_loss(self.critic(batch["features"], batch["states"], action), logprob, alpha)
+        _step(self.actor_optimizer, actor_loss)  # the critic's stray gradients are cleared before its next step
+
+        _step(self.alpha_optimizer, sac_temperature_loss(self.log_alpha, logprob, self.target_entropy))
+        polyak_update(self.target_critic.parameters(), self.critic.parameters(), self.tau)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
+                "q_mean": q.detach().mean(), "entropy": -logprob.detach().mean()}
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+# ------------------------------------------------------------------------------------------ replay buffer
+
+
+class ReplayBuffer:
+    """A ring of the newest `capacity` transitions, tensors on one device (see the module docstring).
+
+    Fields: features [N,W], states [N,S], actions [N,D], rewards [N], dones [N] bool, next_features [N,W],
+    next_states [N,S]. Rows [0, size) are filled; `position` is the row the next transition goes to.
+    """
+
+    FIELDS = ("features", "states", "actions", "rewards", "dones", "next_features", "next_states")
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
+        self.capacity, self.device = capacity, torch.device(device)
+        self.storage: dict[str, Tensor] = {}
+        self.size = self.position = 0
+
+    def add(self, transitions: dict[str, Tensor]) -> None:
+        """Append N transitions (each field [N,...]); past capacity the oldest are overwritten."""
+        if set(transitions) != set(self.FIELDS):
+            raise ValueError(f"transitions need the fields {self.FIELDS}, got {sorted(transitions)}")
+        count = len(transitions["rewards"])
+        keep = min(count, self.capacity)  # of more than capacity, only the newest survive
+        rows = (self.position + torch.arange(keep, device=self.device)) % self.capacity
+        for name in self.FIELDS:
+            values = transitions[name][count - keep :].to(self.device)
+            if name not in self.storage:
+                self.storage[name] = torch.zeros((self.capacity, *values.shape[1:]), dtype=values.dtype,
+                                                 device=self.device)
+            self.storage[name][rows] = values
+        self.position = (self.position + keep) % self.capacity
+        self.size = min(self.size + keep, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """batch_size transitions drawn uniformly with replacement."""
+        if self.size == 0:
+            raise ValueError("the replay buffer is empty: add transitions before sampling")
+        rows = torch.randint(self.size, (batch_size,), generator=generator, device=self.device)
+        return {name: values[rows] for name, values in self.storage.items()}
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "position": self.position,
+                "storage": {name: values[: self.size].cpu() for name, values in self.storage.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.storage, self.size, self.position = {}, 0, 0
+        if state["size"]:
+            self.add({name: values for name, values in state["storage"].items()})
+        self.position = state["position"]
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+class DSRLTrainer(TrainingLoop):
+    """DSRL with the surface of `RLTrainer`: `iterate()`, `run()`, `request_stop()`, `evaluate()`, `save()`,
+    resume with `runner.resume_dir` or `resume=True`.
+
+    One iteration: reset every training env, play the window to the end of all episodes (the noise policy
+    samples a per chunk step, pi0 runs its ODE from x_1), push the transitions, then
+    `algorithm.sac.updates_per_iteration` SAC steps on batches of `algorithm.sac.batch_size`.
+    """
+
+    def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
+                 progress: bool = True):
+        if cfg.algorithm.adv_type != "embodied_sac":
+            raise ValueError(f"DSRLTrainer runs algorithm.adv_type=embodied_sac, got {cfg.algorithm.adv_type!r} "
+                             "(PPO / GRPO configs go to RLTrainer)")
+        self.device = single_process_device(cfg, device)
+        super().__init__(cfg, resume, progress)
+        sac = cfg.algorithm.sac
+        torch.manual_seed(cfg.actor.seed)
+        np.random.seed(cfg.actor.seed)
+        self.policy = build_policy(cfg.actor.model, self.device).requires_grad_(False).eval()  # frozen pi0
+        self.block = NoiseBlock.for_model(sac, self.policy.model.config)
+        self.state_dim = self.policy.norm_stats["state"].dim
+        self.agent = SacAgent(self.policy.model.config.vlm.width, self.state_dim, self.block.size, sac,
+                              cfg.algorithm.gamma).to(self.device)
+        self.buffer = ReplayBuffer(sac.replay_buffer_size, self.device)
+        self.collect_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
+        self.update_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 2)
+        self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed)
+        self.chunk = cfg.actor.model.num_action_chunks
+        self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
+        self._eval_envs = None
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
+                                   cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
+
+    # ------------------------------------------------------------------------------------- acting
+
+    @torch.no_grad()
+    def act(self, obs: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Env observations -> env actions [N,C,E] (numpy), with the features [N,W], states [N,S] and SAC
+        actions [N,D] behind them. generator=None: the policy's mean noise tanh(mean) (deterministic)."""
+        cache = self.policy.prefill(obs)
+        features = cache.features.float()
+        states = self.policy.preprocess_state(obs["states"])[:, : self.state_dim]
+        if generator is None:
+            action = self.agent.actor.mean_action(features, states)
+        else:
+            action, _ = self.agent.actor.sample(features, states, generator)
+        out = self.policy.rollout(obs, deterministic=True, noise=self.block.to_noise(action), prefix=cache)
+        return {"env_actions": out["actions"].cpu().numpy(), "features": features, "states": states, "actions": action}
+
+    def collect(self, timer: Timer, on_step=None) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+        """Play one window from reset to the end of every episode -> (transitions of the steps each env was
+        still running, each field [M,...]; the envs' final info: success_once / episode_len / return)."""
+        sac, algo = self.cfg.algorithm.sac, self.cfg.algorithm
+        with timer("time/env"):
+            obs = self.env.reset()
+        steps, info = [], {}
+        running = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)  # episode not ended before t
+        for _ in range(self.max_chunk_steps):
+            with timer("time/rollout"):
+                step = self.act(obs, self.collect_generator)
+            with timer("time/env"):
+                obs, rewards, terminated, truncated, info = self.env.step(step.pop("env_actions"))
+            if on_step is not None:
+                on_step(obs, rewards, info)
+            ended = torch.as_tensor((terminated | truncated).any(-1), device=self.device)
+            chunk_reward = torch.as_tensor(rewards, dtype=torch.float32, device=self.device).sum(-1)
+            step.update(rewards=algo.reward_coef * chunk_reward - sac.step_penalty, dones=ended, running=running)
+            steps.append(step)
+            running = running & ~ended
+            if not running.any():
+                break
+        # the next observation of step t is step t+1's; an ended step bootstraps nothing, so its own stands in
+        for step, following in zip(steps, steps[1:] + steps[-1:]):
+            step["next_features"], step["next_states"] = following["features"], following["states"]
+        keep = torch.cat([step.pop("running") for step in steps])
+        transitions = {name: torch.cat([step[name] for step in steps])[keep] for name in ReplayBuffer.FIELDS}
+        return transitions, {k: np.asarray(v) for k, v in info.items()}
+
+    # ------------------------------------------------------------------------------------- loop
+
+    def _one_iteration(self) -> IterationEvent:
+        sac = self.cfg.algorithm.sac
+        start, timer = time.perf_counter(), Timer()
+        recorder = self._recorder("train")
+        transitions, info = self.collect(timer, on_step=recorder.add if recorder else None)
+        video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes() if recorder else None
+        self.buffer.add(transitions)
+        with timer("time/update"):
+            updates = [self.agent.update(self.buffer.sample(sac.batch_size, self.update_generator), self.update_generator)
+                       for _ in range(sac.updates_per_iteration)]
+        self.iteration += 1
+
+        metrics = {f"train/sac/{name}": torch.stack([u[name] for u in updates]).mean().item()
+                   for name in (updates[0] if updates else {})}
+        metrics.update({
+            "train/replay_buffer/size": float(self.buffer.size),
+            "env/success_once": float(info["success_once"].mean()),
+            "env/episode_len": float(info["episode_len"].mean()),
+            "env/return": float(info["return"].mean()),
+            "env/steps": float(info["episode_len"].sum()),
+            "rollout/transitions": float(len(transitions["rewards"])),
+            "rollout/rewards_mean": float(transitions["rewards"].mean()),
+            **timer.totals,
+            "time/iteration": time.perf_counter() - start,
+        })
+        return self._finish_iteration(metrics, video)
+
+    # ------------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
+        """Success with the noise policy's mean noise (deterministic) on the fixed (task, init) pairs of
+        `env.eval`, the pairs `RLTrainer.evaluate` scores."""
+        split = self.cfg.env.eval
+        if self._eval_envs is None:
+            self._eval_envs = build_envs(split, seed=self.cfg.runner.seed)
+        recorder = self._recorder("eval")
+        result = evaluate(lambda obs: self.act(obs)["env_actions"], self._eval_envs,
+                          num_episodes or split.num_episodes or split.total_num_envs, self.chunk,
+                          on_step=recorder.add if recorder else None, progress=self.progress)
+        if recorder is not None:
+            recorder.save(f"eval_iter_{self.iteration:06d}")
+        return result
+
+    # ------------------------------------------------------------------------------------- checkpoints
+
+    def save(self) -> Path:
+        """Atomic checkpoint: the agent in model/dsrl_agent.pt; optimisers, replay buffer, every RNG in state.pt."""
+        state = {
+            "iteration": self.iteration,
+            "optimizers": {name: opt.state_dict() for name, opt in self.agent.optimizers().items()},
+            "replay_buffer": self.buffer.state_dict(),
+            "rng": rng_state(),
+            "collect_generator": self.collect_generator.get_state(),
+            "update_generator": self.update_generator.get_state(),
+            "env_rng": self.env.rng.bit_generator.state,
+            "env_vector_rng": self.env.envs.rng.bit_generator.state,
+        }
+
+        def save_agent(path: Path) -> None:
+            path.mkdir(parents=True)
+            torch.save(self.agent.state_dict(), path / AGENT_FILE)
+
+        return save_checkpoint(self.run_dir, self.iteration, state, save_agent)
+
+    def _restore(self, checkpoint: Path) -> None:
+        agent_file = checkpoint / "model" / AGENT_FILE
+        if not agent_file.is_file():
+            raise FileNotFoundError(f"{checkpoint} has no model/{AGENT_FILE}: it is not a DSRL checkpoint")
+        self.agent.load_state_dict(torch.load(agent_file, map_location=self.device, weights_only=True))
+        state = load_checkpoint_state(checkpoint)
+        self.iteration = state["iteration"]
+        for name, optimizer in self.agent.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.buffer.load_state_dict(state["replay_buffer"])
+        set_rng_state(state["rng"])
+        self.collect_generator.set_state(state["collect_generator"])
+        self.update_generator.set_state(state["update_generator"])
+        self.env.rng.bit_generator.state = state["env_rng"]
+        self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
+
+    def close(self) -> None:
+        self.env.close()
+        if self._eval_envs is not None:
+            self._eval_envs.close()

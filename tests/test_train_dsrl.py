@@ -1,0 +1,227 @@
+"""DSRL: the pi0 hooks it needs (pooled prefix features, rollout from a given x_1), the noise block, the
+replay buffer, SAC finding the best noise of a toy bandit, and the trainer end to end at toy size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pi0lab.envs import make_env
+from pi0lab.models.policy import Pi0Policy
+from pi0lab.train.config import ConfigError, load_config
+from pi0lab.train.dsrl import DSRLTrainer, NoiseBlock, ReplayBuffer, SacAgent
+
+DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
+                "env/success_once", "env/episode_len", "env/return"]
+
+
+@pytest.fixture(scope="module")
+def policy_and_obs(random_nano_checkpoint):
+    policy = Pi0Policy.from_checkpoint(random_nano_checkpoint, action_chunk=5, num_steps=4, train_expert_only=True)
+    envs = make_env("tabletop_spatial", 3, seed=0)
+    return policy, envs.reset()
+
+
+# ------------------------------------------------------------------------------------------ pi0 hooks
+
+
+def test_prefix_features_pool_what_the_last_vlm_layer_reads_over_valid_tokens(policy_and_obs):
+    policy, obs = policy_and_obs
+    model_obs = policy.preprocess(obs)
+    seen = []
+    hook = policy.model.vlm.layers[-1].input_layernorm.register_forward_hook(lambda m, i, out: seen.append(out))
+    with torch.no_grad():
+        cache = policy.model.prefill(model_obs)
+    hook.remove()
+    valid = cache.pad_mask.float()[..., None]  # [B,P,1]
+    torch.testing.assert_close(cache.features, (seen[0] * valid).sum(1) / valid.sum(1))
+    assert cache.features.shape == (3, policy.model.config.vlm.width)
+    assert not torch.allclose(cache.features[0], cache.features[1])  # other scene, other features
+
+    wrist = policy.model.config.cameras[1]
+    model_obs.image_masks[wrist] = torch.zeros(3, dtype=torch.bool)  # a camera masked out ...
+    with torch.no_grad():
+        masked = policy.model.prefill(model_obs).features
+        model_obs.images[wrist] = torch.rand_like(model_obs.images[wrist]) * 2 - 1  # ... is not read at all
+        torch.testing.assert_close(policy.model.prefill(model_obs).features, masked)
+
+
+def test_rollout_from_a_given_noise_and_a_given_prefix(policy_and_obs):
+    policy, obs = policy_and_obs
+    shape = (3, policy.model.config.action_horizon, policy.model.config.action_dim)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    cache = policy.prefill(obs)
+    from_noise = policy.rollout(obs, deterministic=True, noise=noise)["actions"]
+    with_prefix = policy.rollout({"states": obs["states"]}, deterministic=True, noise=noise, prefix=cache)["actions"]
+    torch.testing.assert_close(with_prefix, from_noise)  # only the states are needed next to a cache
+    assert not torch.allclose(policy.rollout(obs, deterministic=True, noise=-noise)["actions"], from_noise)
+    zero_start = policy.rollout(obs, deterministic=True, noise=torch.zeros(shape))["actions"]
+    policy.initial_noise = "zero"
+    try:
+        torch.testing.assert_close(policy.rollout(obs, deterministic=True)["actions"], zero_start)
+    finally:
+        policy.initial_noise = "gaussian"
+    with pytest.raises(ValueError, match="noise must be x_1"):
+        policy.rollout(obs, deterministic=True, noise=torch.zeros(3, 2, 32))
+
+
+# ------------------------------------------------------------------------------------------ parts
+
+
+def test_noise_block_puts_the_bounded_action_in_the_executed_corner_of_x1():
+    block = NoiseBlock(steps=2, dims=3, bound=1.5, horizon=4, model_dims=5)
+    action = torch.arange(12.0).reshape(2, 6) / 12
+    noise = block.to_noise(action)
+    assert block.size == 6 and noise.shape == (2, 4, 5)
+    torch.testing.assert_close(noise[:, :2, :3], 1.5 * action.reshape(2, 2, 3))
+    assert noise[:, 2:].abs().sum() == 0 and noise[:, :, 3:].abs().sum() == 0  # the rest of x_1 is the prior's mean
+
+
+def _transitions(start: int, count: int) -> dict[str, torch.Tensor]:
+    values = torch.arange(start, start + count, dtype=torch.float32)
+    return {"features": values[:, None].repeat(1, 4), "states": values[:, None].repeat(1, 2),
+            "actions": values[:, None].repeat(1, 3), "rewards": values, "dones": values > 100,
+            "next_features": values[:, None].repeat(1, 4), "next_states": values[:, None].repeat(1, 2)}
+
+
+def test_replay_buffer_keeps_the_newest_and_round_trips():
+    buffer = ReplayBuffer(capacity=4)
+    buffer.add(_transitions(0, 3))
+    buffer.add(_transitions(3, 3))  # wraps: 0 and 1 are overwritten
+    assert buffer.size == 4 and sorted(buffer.storage["rewards"].tolist()) == [2, 3, 4, 5]
+    buffer.add(_transitions(10, 6))  # more than capacity at once: only the newest 4 survive
+    assert sorted(buffer.storage["rewards"].tolist()) == [12, 13, 14, 15]
+    batch = buffer.sample(32, torch.Generator().manual_seed(0))
+    assert batch["features"].shape == (32, 4) and set(batch["rewards"].tolist()) <= {12.0, 13.0, 14.0, 15.0}
+    restored = ReplayBuffer(capacity=4)
+    restored.load_state_dict(buffer.state_dict())
+    restored.add(_transitions(20, 1))
+    buffer.add(_transitions(20, 1))
+    assert all(torch.equal(restored.storage[k], buffer.storage[k]) for k in ReplayBuffer.FIELDS)
+    with pytest.raises(ValueError, match="fields"):
+        buffer.add({"rewards": torch.zeros(1)})
+
+
+def test_sac_finds_the_best_noise_of_a_bandit():
+    """One state, 2-D noise, reward 1 - |a - a*|^2: a few hundred SAC steps bring tanh(mean) to a*."""
+    sac = load_config(None, ["algorithm.sac.num_q_heads=4", "algorithm.sac.hidden_dims=[64,64]",
+                             "algorithm.sac.latent_dim=16", "algorithm.sac.actor_lr=3e-3",
+                             "algorithm.sac.critic_lr=3e-3", "algorithm.sac.alpha_lr=3e-3",
+                             "algorithm.sac.initial_alpha=0.1"]).algorithm.sac
+    torch.manual_seed(0)
+    agent = SacAgent(feature_dim=4, state_dim=2, action_dim=2, sac=sac, gamma=0.99)
+    generator = torch.Generator().manual_seed(0)
+    buffer = ReplayBuffer(capacity=2000)
+    best = torch.tensor([0.5, -0.3])
+    features, states = torch.zeros(32, 4), torch.zeros(32, 2)
+    for _ in range(300):
+        with torch.no_grad():
+            actions, _ = agent.actor.sample(features, states, generator)
+        rewards = 1.0 - (actions - best).square().sum(-1)
+        buffer.add({"features": features, "states": states, "actions": actions, "rewards": rewards,
+                    "dones": torch.ones(32, dtype=torch.bool), "next_features": features, "next_states": states})
+        metrics = agent.update(buffer.sample(128, generator), generator)
+    found = agent.actor.mean_action(features[:1], states[:1])[0]
+    assert (found - best).norm() < 0.1, found
+    assert metrics["alpha"] < 0.1  # the policy's entropy went above the target early on, so alpha fell
+
+
+# ------------------------------------------------------------------------------------------ trainer
+
+
+def _config(checkpoint, run_dir, *extra):
+    return load_config("tabletop_dsrl_nano", [
+        f"actor.model.model_path={checkpoint}", f"runner.logger.log_path={run_dir}",
+        "env.train.total_num_envs=2", "env.train.max_episode_steps=15", "env.eval.total_num_envs=2",
+        "env.eval.num_episodes=2", "env.eval.max_episode_steps=15",
+        "env.train.video_cfg.save_video=false", "env.eval.video_cfg.save_video=false",
+        "runner.max_epochs=2", "runner.val_check_interval=-1", "runner.save_interval=-1",
+        "algorithm.sac.batch_size=16", "algorithm.sac.updates_per_iteration=3", "algorithm.sac.num_q_heads=3",
+        "algorithm.sac.hidden_dims=[32,32]", *extra,
+    ])
+
+
+def test_two_iterations_log_the_metric_names(random_nano_checkpoint, tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path), progress=False)
+    events = list(trainer.iterate())
+    trainer.close()
+    assert [e.iteration for e in events] == [1, 2]
+    for name in DSRL_METRICS + ["train/sac/q_mean", "train/sac/entropy", "time/update"]:
+        assert np.isfinite(events[-1].metrics[name]), name
+    # 2 envs x 3 chunk steps (15 env steps of 5) per window, none succeeding with random weights
+    assert [e.metrics["train/replay_buffer/size"] for e in events] == [6.0, 12.0]
+    assert events[0].metrics["env/episode_len"] == 15.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000002"
+    assert (tmp_path / "checkpoints" / "step_000002" / "model" / "dsrl_agent.pt").is_file()
+
+
+def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, tmp_path):
+    straight = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a"), progress=False)
+    expected = list(straight.iterate())[-1].metrics
+    straight.close()
+
+    first = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "b"), progress=False)
+    for _ in first.iterate():
+        first.request_stop()
+    first.close()
+    assert (tmp_path / "b" / "checkpoints" / "latest").read_text().strip() == "step_000001"
+    resumed = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "b"), resume=True, progress=False)
+    assert resumed.buffer.size == 6
+    events = list(resumed.iterate())
+    resumed.close()
+    assert [e.iteration for e in events] == [2]
+    for name in ("train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/sac/q_mean",
+                 "env/return", "rollout/rewards_mean", "train/replay_buffer/size"):
+        assert events[0].metrics[name] == expected[name], name
+    for (name, a), b in zip(straight.agent.state_dict().items(), resumed.agent.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_evaluation_uses_the_mean_noise(random_nano_checkpoint, tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path), progress=False)
+    obs = trainer.env.reset()
+    step = trainer.act(obs)  # no generator: the mean
+    features = trainer.policy.prefill(obs).features
+    states = trainer.policy.preprocess_state(obs["states"])[:, : trainer.state_dim]
+    torch.testing.assert_close(step["actions"], trainer.agent.actor.mean_action(features, states))
+    assert np.array_equal(trainer.act(obs)["env_actions"], step["env_actions"])
+    sampled = trainer.act(obs, torch.Generator().manual_seed(0))["env_actions"]
+    assert not np.allclose(sampled, step["env_actions"])
+    first, second = trainer.evaluate(), trainer.evaluate()
+    trainer.close()
+    assert first.num_episodes == 2
+    assert first.successes == second.successes and first.episode_lens == second.episode_lens
+
+
+def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
+    for override, key in [("algorithm.sac.num_q_heads=0", "algorithm.sac.num_q_heads"),
+                          ("algorithm.sac.target_q_heads=5", "algorithm.sac.target_q_heads"),
+                          ("algorithm.sac.noise_dims=33", "algorithm.sac.noise_dims"),
+                          ("algorithm.sac.tau=0", "algorithm.sac.tau"),
+                          ("algorithm.sac.hidden_dims=[]", "algorithm.sac.hidden_dims"),
+                          ("algorithm.loss_type=actor_critic", "algorithm.loss_type")]:
+        with pytest.raises(ConfigError, match=key):
+            _config(random_nano_checkpoint, tmp_path, override)
+    # the nano model of the recipe has a horizon of 10, known once it is loaded
+    with pytest.raises(ValueError, match="algorithm.sac.noise_horizon=11"):
+        DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.noise_horizon=11"), progress=False)
+    with pytest.raises(FileNotFoundError, match="actor.model.model_path"):
+        DSRLTrainer(_config(tmp_path / "none", tmp_path), progress=False)
+    with pytest.raises(ValueError, match="model_path is not set"):
+        DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "actor.model.model_path=null"), progress=False)
+    with pytest.raises(ValueError, match="embodied_sac"):
+        DSRLTrainer(load_config("tabletop_ppo_nano", [f"actor.model.model_path={random_nano_checkpoint}"]))
+
+
+def test_pi0lab_train_dispatches_a_dsrl_config_to_the_dsrl_trainer(random_nano_checkpoint, tmp_path):
+    from pi0lab.cli import main
+
+    overrides = [f"actor.model.model_path={random_nano_checkpoint}", f"runner.logger.log_path={tmp_path}",
+                 "runner.max_epochs=1", "runner.val_check_interval=-1", "env.train.total_num_envs=2",
+                 "env.train.max_episode_steps=5", "env.train.video_cfg.save_video=false",
+                 "algorithm.sac.updates_per_iteration=1", "algorithm.sac.batch_size=4"]
+    assert main(["train", "tabletop_dsrl_nano", *overrides]) == 0
+    assert (tmp_path / "checkpoints" / "step_000001" / "model" / "dsrl_agent.pt").is_file()
