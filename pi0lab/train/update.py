@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from pi0lab.models.policy import Pi0Policy
-from pi0lab.rl import ppo_actor_loss, value_loss
+from pi0lab.rl import explained_variance, ppo_actor_loss, value_loss
 from pi0lab.train.advantages import Advantages
 from pi0lab.train.rollout import Trajectory
 
@@ -78,6 +78,8 @@ class ActorRole:
             if kl_stopped:
                 break
         out = {name: sums[name] / counts[name] for name in sums}
+        if traj.values is not None and adv.returns is not None:  # the rollout's critic over the whole window
+            out["actor/explained_variance"] = explained_variance(traj.values[:-1], adv.returns, adv.mask).item()
         out.update({
             "actor/optimizer_steps": float(steps),
             "actor/skipped_steps": float(skipped),
@@ -122,7 +124,6 @@ class ActorRole:
             loss = critic_loss if critic_only else loss + critic_loss
             metrics["actor/value_loss"] = critic_loss.item()
             metrics["actor/value_clip_ratio"] = critic_metrics["value_clip_ratio"].item()
-            metrics["actor/explained_variance"] = critic_metrics["explained_variance"].item()
         (loss * len(micro) / batch_size).backward()
         metrics["actor/loss"] = loss.item()
         return metrics
