@@ -113,12 +113,9 @@ def _sft(args) -> int:
 
 def _train(args) -> int:
     from pi0lab.train.config import load_config
-    from pi0lab.train.dsrl import DSRLTrainer
-    from pi0lab.train.trainer import RLTrainer
+    from pi0lab.train.stages import make_trainer
 
-    cfg = load_config(args.config, args.overrides)
-    trainer_class = DSRLTrainer if cfg.algorithm.adv_type == "embodied_sac" else RLTrainer
-    trainer = trainer_class(cfg, resume=args.resume or None)
+    trainer = make_trainer(load_config(args.config, args.overrides), resume=args.resume or None)
     try:
         trainer.run()
     finally:

@@ -101,8 +101,9 @@ class TrainingLoop:
         if self.iteration > 0 and (latest is None or latest.name != _step_name(self.iteration)):
             self.save()
 
-    def run(self) -> dict[str, float]:
-        """Iterate to the end; the first Ctrl-C finishes the current iteration, saves and stops."""
+    def run(self, label: str = "") -> dict[str, float]:
+        """Iterate to the end; the first Ctrl-C finishes the current iteration, saves and stops.
+        `label` starts each progress line (to tell runs apart that print side by side)."""
         last: dict[str, float] = {}
 
         def on_interrupt(signum, frame):
@@ -116,7 +117,7 @@ class TrainingLoop:
             for event in self.iterate():
                 last = event.metrics
                 if self.progress:
-                    print(_summary(event), flush=True)
+                    print(label + _summary(event), flush=True)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
