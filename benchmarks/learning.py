@@ -11,8 +11,8 @@ Each suite's numbers go to <out>/<suite>/result.json, so suites can run as separ
 (one per core, OMP_NUM_THREADS=1) into the same --out. Prints the reference recipe's table with
 every suite found there, plus env steps and wall-clock per stage. Success is the ODE sampler's on
 the same fixed (task, init) pairs for every row (`env.eval.num_episodes` of them), started from
-x_1 = 0 (`actor.model.openpi.initial_noise=zero`: deterministic scores; DSRL starts it from its noise
-policy's mean). `--privileged-state` runs the control arm: the things' true poses appended to the
+x_1 = 0 (the tabletop configs' `actor.model.openpi.initial_noise: zero`: deterministic scores; DSRL
+starts it from its noise policy's mean). `--privileged-state` runs the control arm: the things' true poses appended to the
 robot state in demos, SFT, RL and evaluation (`env.*.privileged_state`); it is a control, not pi0.
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     for suite in [] if args.table else args.suites:
         out = args.out / suite
-        shared = [f"env.train.task_suite_name={suite}", "actor.model.openpi.initial_noise=zero",
+        shared = [f"env.train.task_suite_name={suite}",
                   f"env.train.privileged_state={args.privileged_state}", f"env.eval.privileged_state={args.privileged_state}",
                   *args.overrides]
         sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",

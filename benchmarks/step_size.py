@@ -6,9 +6,9 @@
     python benchmarks/step_size.py --table                                    # the table of what ran so far
 
 Every variant is `pi0lab train <config> actor.model.model_path=CHECKPOINT <its overrides> <extra>` for
---iterations iterations on the checkpoint's suite, rollouts and evaluation from x_1 = 0
-(`actor.model.openpi.initial_noise=zero`, so the ODE evaluation is deterministic and the SFT start is
-scored the same way), then scored on the fixed evaluation pairs (`env.eval.num_episodes`, 400). Each
+--iterations iterations on the checkpoint's suite, rollouts and evaluation from x_1 = 0 (the
+tabletop configs' `actor.model.openpi.initial_noise: zero`, so the ODE evaluation is deterministic and
+the SFT start is scored the same way), then scored on the fixed evaluation pairs (`env.eval.num_episodes`, 400). Each
 variant writes <out>/<variant>/result.json; `--table` prints them all with the mean / max approx_kl
 per iteration, clipfrac, the critic's explained variance over the last half, optimiser steps per
 iteration, the training success of the first and last 5 iterations, and the evaluation score.
@@ -24,7 +24,6 @@ import numpy as np
 from pi0lab.train.config import load_config
 from pi0lab.train.trainer import RLTrainer
 
-DETERMINISTIC = ["actor.model.openpi.initial_noise=zero"]
 MEAN = ["actor.model.openpi.logprob_reduction=mean", "algorithm.clip_ratio_low=0.02", "algorithm.clip_ratio_high=0.02"]
 VARIANTS = {  # name -> (config, overrides); the shipped config's own settings where a variant says nothing
     "recipe": ("tabletop_ppo_nano", []),
@@ -49,7 +48,7 @@ VARIANTS = {  # name -> (config, overrides); the shipped config's own settings w
 
 def run_variant(name: str, checkpoint: str, iterations: int, out: Path, extra: list[str]) -> dict:
     config, overrides = VARIANTS[name]
-    command = [config, f"actor.model.model_path={checkpoint}", *DETERMINISTIC, *overrides, *extra]
+    command = [config, f"actor.model.model_path={checkpoint}", *overrides, *extra]
     cfg = load_config(config, command[1:] + [f"runner.max_epochs={iterations}", f"runner.logger.log_path={out / name}",
                                              "runner.val_check_interval=-1", "runner.save_interval=-1"])
     start = time.perf_counter()

@@ -11,7 +11,7 @@ Everything runs on the CPU with the nano pi0 on a built-in tabletop suite:
        build/demo_report.html (curves, videos) and tensorboard logs
 
 Every row uses one evaluation protocol: the same fixed (task, init) pairs and the ODE sampler started
-from x_1 = 0 (`actor.model.openpi.initial_noise=zero`, so each score is deterministic); DSRL's row
+from x_1 = 0 (the tabletop configs' `actor.model.openpi.initial_noise: zero`: deterministic scores); DSRL's row
 starts it from its noise policy's mean instead. PPO's rollouts start from x_1 = 0 too, and their
 randomness is all in the noisy denoise steps it credits.
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
     start = time.perf_counter()
 
-    shared = [f"env.train.task_suite_name={args.suite}", "actor.model.openpi.initial_noise=zero", *args.overrides]
+    shared = [f"env.train.task_suite_name={args.suite}", *args.overrides]
     sft_cfg = load_config("tabletop_sft_nano", [f"runner.logger.log_path={out}/sft", f"sft.demo_path={out}/demos",
                                                 "sft.eval_interval=-1", *shared])
     print(f"[1/4] expert demos of {args.suite} -> {out}/demos")
