@@ -196,6 +196,17 @@ def test_evaluation_uses_the_mean_noise(random_nano_checkpoint, tmp_path):
     assert first.successes == second.successes and first.episode_lens == second.episode_lens
 
 
+def test_a_fresh_noise_policy_starts_from_x1_zero_the_sft_checkpoints_deterministic_start(random_nano_checkpoint,
+                                                                                          tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path), progress=False)
+    obs = trainer.env.reset()
+    step = trainer.act(obs)
+    assert torch.equal(step["actions"], torch.zeros_like(step["actions"]))  # the mean noise block is 0
+    plain = trainer.policy.rollout(obs, deterministic=True)["actions"].cpu().numpy()  # x_1 = 0 (initial_noise: zero)
+    np.testing.assert_allclose(step["env_actions"], plain, atol=1e-6)
+    trainer.close()
+
+
 def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
     for override, key in [("algorithm.sac.num_q_heads=0", "algorithm.sac.num_q_heads"),
                           ("algorithm.sac.target_q_heads=5", "algorithm.sac.target_q_heads"),

@@ -126,7 +126,9 @@ class NoisePolicy(nn.Module):
     """The actor: a tanh-squashed Gaussian over the noise block, a = tanh(u), u ~ N(mean, std^2).
 
     log_std = lo + (hi - lo) sigmoid(raw + log(-lo / hi)) keeps std in [e^lo, e^hi] without a hard clip and
-    is 0 at raw = 0, so the fresh policy draws u ~ N(~0, ~1): x_1 close to pi0's own N(0, I).
+    is 0 at raw = 0. The head's last layer starts at zero, so the fresh policy's mean noise is exactly
+    x_1 = 0 (it scores what the SFT checkpoint scores from x_1 = 0) and its samples u ~ N(0, 1) draw x_1
+    close to pi0's own N(0, I).
     """
 
     LOG_STD_RANGE = (-5.0, 2.0)
@@ -135,6 +137,8 @@ class NoisePolicy(nn.Module):
         super().__init__()
         self.encoder = ObservationEncoder(feature_dim, state_dim, latent_dim)
         self.head = mlp(self.encoder.out_dim, hidden_dims, 2 * action_dim)
+        nn.init.zeros_(self.head[-1].weight)  # mean 0, log_std 0 whatever the observation
+        nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, features: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """-> mean [B,D], log_std [B,D] of u."""
