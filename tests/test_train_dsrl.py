@@ -207,8 +207,19 @@ def test_a_fresh_noise_policy_starts_from_x1_zero_the_sft_checkpoints_determinis
     trainer.close()
 
 
+def test_no_gradient_step_before_learning_starts(random_nano_checkpoint, tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.learning_starts=10"), progress=False)
+    start = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
+    first, second = list(trainer.iterate())  # the buffer holds 6, then 12 transitions
+    trainer.close()
+    assert "train/sac/critic_loss" not in first.metrics and "train/sac/critic_loss" in second.metrics
+    assert first.metrics["train/replay_buffer/size"] == 6.0
+    assert any(not torch.equal(start[k], v) for k, v in trainer.agent.state_dict().items())
+
+
 def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
     for override, key in [("algorithm.sac.num_q_heads=0", "algorithm.sac.num_q_heads"),
+                          ("algorithm.sac.learning_starts=-1", "algorithm.sac.learning_starts"),
                           ("algorithm.sac.target_q_heads=5", "algorithm.sac.target_q_heads"),
                           ("algorithm.sac.noise_dims=33", "algorithm.sac.noise_dims"),
                           ("algorithm.sac.tau=0", "algorithm.sac.tau"),

@@ -88,6 +88,7 @@ class SacConfig:
     batch_size: int = 512
     replay_buffer_size: int = 15000  # transitions kept (chunk steps); the oldest go first
     updates_per_iteration: int = 200  # gradient steps after each collected window
+    learning_starts: int = 0  # no gradient step until the buffer holds this many transitions (the policy explores)
     step_penalty: float = 0.0  # subtracted from every chunk step's reward (favours finishing sooner)
 
 
@@ -518,6 +519,9 @@ def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
             fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
     if not 0 < sac.tau <= 1:
         fail(f"algorithm.sac.tau must be in (0, 1], got {sac.tau}")
+    if not 0 <= sac.learning_starts <= sac.replay_buffer_size:
+        fail(f"algorithm.sac.learning_starts={sac.learning_starts} must be in [0, algorithm.sac.replay_buffer_size="
+             f"{sac.replay_buffer_size}] (transitions collected before the first gradient step)")
     if min(sac.batch_size, sac.replay_buffer_size) < 1 or sac.updates_per_iteration < 0:
         fail(f"algorithm.sac.batch_size={sac.batch_size} and algorithm.sac.replay_buffer_size={sac.replay_buffer_size} "
              f"must be >= 1, algorithm.sac.updates_per_iteration={sac.updates_per_iteration} >= 0")

@@ -30,7 +30,8 @@ because the prefix is frozen: pi0 would compute the same f from the same observa
 An episode's end, by success or time limit, is `done` (no bootstrap): Q is the return to the end of the
 episode. One transition is one chunk step; the buffer keeps the newest `replay_buffer_size`.
 
-SAC (pi0lab.rl.sac): the TD target takes the minimum of `target_q_heads` random heads of the target
+SAC (pi0lab.rl.sac): gradient steps start once the buffer holds `learning_starts` transitions (until
+then the fresh policy explores around x_1 = 0 and the critic gets data to fit); the TD target takes the minimum of `target_q_heads` random heads of the target
 ensemble (REDQ), the actor the mean of all heads. The target leaves out -alpha log pi unless
 `backup_entropy` (as the reference): episodes end at success, so an entropy return per chunk step would
 pay the policy for taking longer (the fresh 35-dim policy's entropy is ~23 nats: alpha * 23 per chunk
@@ -391,9 +392,10 @@ class DSRLTrainer(TrainingLoop):
         transitions, info = self.collect(timer, on_step=recorder.add if recorder else None)
         video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes() if recorder else None
         self.buffer.add(transitions)
+        learning = self.buffer.size >= sac.learning_starts  # before: the fresh policy only explores
         with timer("time/update"):
             updates = [self.agent.update(self.buffer.sample(sac.batch_size, self.update_generator), self.update_generator)
-                       for _ in range(sac.updates_per_iteration)]
+                       for _ in range(sac.updates_per_iteration if learning else 0)]
         self.iteration += 1
 
         metrics = {f"train/sac/{name}": torch.stack([u[name] for u in updates]).mean().item()
