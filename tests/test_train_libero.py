@@ -32,3 +32,23 @@ def test_recipe_config_runs_one_iteration(name, group, random_nano_checkpoint, t
         trainer.close()
     assert event.metrics["env/episode_len"] == 20  # 2 chunks of 10 actions, no success from a random policy
     assert event.metrics["actor/num_samples"] == 4 and np.isfinite(event.metrics["actor/loss"])
+
+
+def test_dsrl_recipe_config_runs_one_iteration_on_real_libero_worlds(random_nano_checkpoint, tmp_path):
+    from pi0lab.train.dsrl import DSRLTrainer
+
+    cfg = load_config("libero_spatial_dsrl_openpi", [
+        f"actor.model.model_path={random_nano_checkpoint}", "actor.model.size=nano", "actor.model.precision=fp32",
+        f"runner.logger.log_path={tmp_path}/run", "runner.max_epochs=1", "runner.logger.logger_backends=[]",
+        "cluster.num_devices=1", "env.train.total_num_envs=2", "env.train.image_size=64",
+        "env.train.max_episode_steps=10", "env.train.video_cfg.save_video=false",
+        "algorithm.sac.batch_size=4", "algorithm.sac.updates_per_iteration=2",
+    ])
+    trainer = DSRLTrainer(cfg, progress=False)
+    try:
+        event = next(trainer.iterate())
+    finally:
+        trainer.close()
+    assert event.metrics["env/episode_len"] == 10  # 2 chunks of 5 actions, no success from a random policy
+    assert event.metrics["train/replay_buffer/size"] == 4  # 2 envs x 2 chunk steps
+    assert np.isfinite(event.metrics["train/sac/critic_loss"]) and np.isfinite(event.metrics["train/sac/alpha"])
