@@ -61,9 +61,10 @@ def test_config_form_reports_only_edited_keys():
     cfg = load_config("tabletop_ppo_nano")
     form = config_widgets(cfg, ["algorithm.gamma", "algorithm.update_epoch", "actor.model.openpi.noise_method"])
     assert form.overrides() == []
-    form.inputs["algorithm.update_epoch"].value = 2
-    assert form.overrides() == ["algorithm.update_epoch=2"]
-    assert load_config("tabletop_ppo_nano", form.overrides()).algorithm.update_epoch == 2
+    edited = cfg.algorithm.update_epoch + 1  # any value other than the config's own
+    form.inputs["algorithm.update_epoch"].value = edited
+    assert form.overrides() == [f"algorithm.update_epoch={edited}"]
+    assert load_config("tabletop_ppo_nano", form.overrides()).algorithm.update_epoch == edited
 
 
 def test_report_holds_table_figure_and_video(tmp_path):

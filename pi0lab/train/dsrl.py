@@ -58,7 +58,7 @@ from pi0lab.rl import (polyak_update, sac_actor_loss, sac_critic_loss, sac_q_tar
 from pi0lab.train.checkpoint import load_checkpoint_state, rng_state, save_checkpoint, set_rng_state
 from pi0lab.train.evaluate import EvalResult, evaluate
 from pi0lab.train.loggers import MetricLogger
-from pi0lab.train.roles import EnvRole, build_envs, build_policy
+from pi0lab.train.roles import EnvRole, build_policy
 from pi0lab.train.rollout import Timer
 from pi0lab.train.trainer import IterationEvent, TrainingLoop, single_process_device
 
@@ -332,7 +332,6 @@ class DSRLTrainer(TrainingLoop):
         self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed)
         self.chunk = cfg.actor.model.num_action_chunks
         self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
-        self._eval_envs = None
         if self.resume_from is not None:
             self._restore(self.resume_from)
         self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
@@ -415,19 +414,10 @@ class DSRLTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
-        """Success with the noise policy's mean noise (deterministic) on the fixed (task, init) pairs of
-        `env.eval`, the pairs `RLTrainer.evaluate` scores."""
-        split = self.cfg.env.eval
-        if self._eval_envs is None:
-            self._eval_envs = build_envs(split, seed=self.cfg.runner.seed)
-        recorder = self._recorder("eval")
-        result = evaluate(lambda obs: self.act(obs)["env_actions"], self._eval_envs,
-                          num_episodes or split.num_episodes or split.total_num_envs, self.chunk,
-                          on_step=recorder.add if recorder else None, progress=self.progress)
-        if recorder is not None:
-            recorder.save(f"eval_iter_{self.iteration:06d}")
-        return result
+    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
+        """Success with the noise policy's mean noise (deterministic) on the pairs `RLTrainer` scores."""
+        return evaluate(lambda obs: self.act(obs)["env_actions"], envs, num_episodes, self.chunk, on_step=on_step,
+                        progress=self.progress)
 
     # ------------------------------------------------------------------------------------- checkpoints
 

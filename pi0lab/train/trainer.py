@@ -60,7 +60,8 @@ class TrainingLoop:
     """What every trainer shares: the iteration loop, stopping (request, Ctrl-C), the run directory and resuming.
 
     A subclass builds its parts after `super().__init__` (`self.resume_from` is the checkpoint to restore, or
-    None), sets `self.logger`, and implements `_one_iteration() -> IterationEvent` and `save() -> Path`.
+    None), sets `self.logger`, and implements `_one_iteration() -> IterationEvent`, `save() -> Path` and
+    `_score(envs, num_episodes, on_step) -> EvalResult` (its deterministic policy on the fixed pairs).
     """
 
     def __init__(self, cfg: DictConfig, resume: bool | str | None, progress: bool):
@@ -69,6 +70,7 @@ class TrainingLoop:
         self.progress = progress
         self._stop = threading.Event()
         self.iteration = 0
+        self._eval_envs = None
         self.resume_from = self._resume_checkpoint(resume)
         if self.resume_from is None and latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} already holds a run with checkpoints: resume it (--resume, "
@@ -77,11 +79,23 @@ class TrainingLoop:
     def _one_iteration(self) -> IterationEvent:
         raise NotImplementedError
 
-    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
+    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
         raise NotImplementedError
 
     def save(self) -> Path:
         raise NotImplementedError
+
+    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
+        """The deterministic policy's success on the fixed (task, init) pairs of `env.eval` (video of env 0)."""
+        split = self.cfg.env.eval
+        if self._eval_envs is None:
+            self._eval_envs = build_envs(split, seed=self.cfg.runner.seed)
+        recorder = self._recorder("eval")
+        result = self._score(self._eval_envs, num_episodes or split.num_episodes or split.total_num_envs,
+                             recorder.add if recorder else None)
+        if recorder is not None:
+            recorder.save(f"eval_iter_{self.iteration:06d}")
+        return result
 
     # ------------------------------------------------------------------------------------- loop
 
@@ -183,7 +197,6 @@ class RLTrainer(TrainingLoop):
         self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator)
         self.chunk = cfg.actor.model.num_action_chunks
         self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
-        self._eval_envs = None
         if resume_from is not None:
             self._restore(load_checkpoint_state(resume_from))
         self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
@@ -231,17 +244,10 @@ class RLTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
-        """Success of the current policy with the ODE sampler on fixed (task, init) pairs of `env.eval`."""
-        split = self.cfg.env.eval
-        if self._eval_envs is None:
-            self._eval_envs = build_envs(split, seed=self.cfg.runner.seed)
-        recorder = self._recorder("eval")
-        result = evaluate_policy(self.policy, self._eval_envs, num_episodes or split.num_episodes or split.total_num_envs,
-                                 self.cfg.runner.seed, on_step=recorder.add if recorder else None, progress=self.progress)
-        if recorder is not None:
-            recorder.save(f"eval_iter_{self.iteration:06d}")
-        return result
+    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
+        """The current policy with the ODE sampler (`TrainingLoop.evaluate` picks the pairs)."""
+        return evaluate_policy(self.policy, envs, num_episodes, self.cfg.runner.seed, on_step=on_step,
+                               progress=self.progress)
 
     # ------------------------------------------------------------------------------------- checkpoints
 
