@@ -12,6 +12,7 @@ A checkpoint directory is first written as `.tmp-step_000040`, then moved into p
 """
 
 import os
+import pickle
 import random
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt, or from another run layout."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -92,4 +97,8 @@ def load_checkpoint_state(checkpoint: str | Path) -> dict[str, Any]:
     path = Path(checkpoint) / "state.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a pi0lab training checkpoint (no state.pt)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                              "resume from an earlier checkpoint (point `latest` at it) or start a new run") from None

@@ -49,6 +49,19 @@ class EnvRole:
     def step(self, actions: np.ndarray):
         return self.envs.step(actions)
 
+    # A local env slice for `collect_rollouts`: it answers at once (a remote one answers from its process).
+    def send_reset(self) -> None:
+        self._answer = self.reset()
+
+    def send_step(self, actions: np.ndarray) -> None:
+        self._answer = self.step(actions)
+
+    def receive(self):
+        return self._answer
+
+    def end(self) -> None:
+        self._answer = None
+
     def close(self) -> None:
         self.envs.close()
 

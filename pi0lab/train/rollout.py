@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pi0lab.models.pi0 import PrefixCache
+from pi0lab.runtime.spans import span
 from pi0lab.train.roles import EnvRole, RolloutRole
 
 
@@ -60,47 +61,138 @@ def collect_rollout(
     on_step(obs, rewards [N,C], info) is called after each chunk (a `VideoRecorder.add` fits).
     Returns the trajectory and timings in seconds (`time/env`, `time/rollout`).
     """
+    trajectories, times = collect_rollouts([env], rollout, max_chunk_steps, on_step)
+    return trajectories[0], times
+
+
+def collect_rollouts(
+    slices: list,
+    rollout: RolloutRole,
+    max_chunk_steps: int,
+    on_step: Callable[[dict, np.ndarray, dict], None] | None = None,
+) -> tuple[list[Trajectory], dict[str, float]]:
+    """One window per env slice, the slices interleaved: while slice i's envs step, the rollout acts for slice i+1.
+
+    A slice is anything with `send_reset()`, `send_step(actions)`, `receive()` and `end()`: a local `EnvRole`
+    answers at once; a remote one (`pi0lab.train.placed.RemoteEnvSlice`) is an env process stepping its envs
+    meanwhile, which is what pipelining (`rollout.pipeline_stage_num`) overlaps. on_step sees slice 0.
+    """
     timer = Timer()
-    with timer("time/env"):
-        obs = env.reset()
-    frames = {k: [] for k in ("main_images", "wrist_images", "states")}
-    chains, noisy, logprobs, values, rewards, dones, prefixes = [], [], [], [], [], [], []
-    info = {}
-    for _ in range(max_chunk_steps):
-        with timer("time/rollout"):
-            out = rollout.act(obs)
-        for key in frames:
-            frames[key].append(obs[key])
-        with timer("time/env"):
-            obs, reward, terminated, truncated, info = env.step(out["actions"].cpu().numpy())
-        done = terminated | truncated
-        chains.append(out["chain"].cpu())
-        noisy.append(out["noisy_steps"].cpu())
-        logprobs.append(out["logprobs"].cpu())
+    windows = [_Window() for _ in slices]
+    for env in slices:
+        env.send_reset()
+    pending = []
+    for i, env in enumerate(slices):
+        with timer("time/env", _env_phase(env)):
+            obs = env.receive()
+        windows[i].task_descriptions = list(obs["task_descriptions"])
+        _act(env, rollout, obs, windows[i], timer)
+        pending.append(i)
+    while pending:
+        for i in list(pending):
+            env, window = slices[i], windows[i]
+            with timer("time/env", _env_phase(env)):
+                obs, reward, terminated, truncated, info = env.receive()
+            done = terminated | truncated
+            window.rewards.append(torch.as_tensor(reward))
+            window.dones.append(torch.as_tensor(done))
+            window.info = info
+            if on_step is not None and i == 0:
+                on_step(obs, reward, info)
+            if done[:, -1].all() or len(window.rewards) == max_chunk_steps:
+                env.end()
+                pending.remove(i)
+                continue
+            _act(env, rollout, obs, window, timer)
+    return [window.trajectory() for window in windows], timer.totals
+
+
+def _env_phase(env) -> str:
+    """A local env steps in this process; waiting for a remote one is idle time (its span ends in "wait")."""
+    return "env wait" if getattr(env, "remote", False) else "env"
+
+
+def _act(env, rollout: RolloutRole, obs: dict, window: "_Window", timer: "Timer") -> None:
+    with timer("time/rollout"):
+        out = rollout.act(obs)
+    window.add(obs, out)
+    env.send_step(out["actions"].cpu().numpy())
+
+
+class _Window:
+    """What one slice's window has seen so far (time-major lists)."""
+
+    def __init__(self):
+        self.frames = {k: [] for k in ("main_images", "wrist_images", "states")}
+        self.chains, self.noisy, self.logprobs, self.values, self.prefixes = [], [], [], [], []
+        self.rewards, self.dones = [], []
+        self.info: dict = {}
+        self.task_descriptions: list[str] = []
+
+    def add(self, obs: dict, out: dict) -> None:
+        for key in self.frames:
+            self.frames[key].append(obs[key])
+        self.chains.append(out["chain"].cpu())
+        self.noisy.append(out["noisy_steps"].cpu())
+        self.logprobs.append(out["logprobs"].cpu())
         if out["values"] is not None:
-            values.append(out["values"].cpu())
+            self.values.append(out["values"].cpu())
         if out.get("prefix") is not None:
-            prefixes.append(out["prefix"])
-        rewards.append(torch.as_tensor(reward))
-        dones.append(torch.as_tensor(done))
-        if on_step is not None:
-            on_step(obs, reward, info)
-        if done[:, -1].all():
-            break
-    num_envs, chunk = rewards[0].shape
-    trajectory = Trajectory(
-        obs={k: np.stack(v) for k, v in frames.items()},
-        task_descriptions=list(obs["task_descriptions"]),
-        chains=torch.stack(chains),
-        noisy_steps=torch.stack(noisy),
-        logprobs=torch.stack(logprobs),
-        values=torch.stack(values + [torch.zeros(num_envs)]) if values else None,
-        rewards=torch.stack(rewards),
-        dones=torch.cat([torch.zeros(1, num_envs, chunk, dtype=torch.bool), torch.stack(dones)]),
-        episode_info={k: np.asarray(v) for k, v in info.items()},
-        prefix=_stack_prefixes(prefixes) if prefixes else None,
+            self.prefixes.append(out["prefix"])
+
+    def trajectory(self) -> Trajectory:
+        num_envs, chunk = self.rewards[0].shape
+        return Trajectory(
+            obs={k: np.stack(v) for k, v in self.frames.items()},
+            task_descriptions=self.task_descriptions,
+            chains=torch.stack(self.chains),
+            noisy_steps=torch.stack(self.noisy),
+            logprobs=torch.stack(self.logprobs),
+            values=torch.stack(self.values + [torch.zeros(num_envs)]) if self.values else None,
+            rewards=torch.stack(self.rewards),
+            dones=torch.cat([torch.zeros(1, num_envs, chunk, dtype=torch.bool), torch.stack(self.dones)]),
+            episode_info={k: np.asarray(v) for k, v in self.info.items()},
+            prefix=_stack_prefixes(self.prefixes) if self.prefixes else None,
+        )
+
+
+def concat_trajectories(parts: list[Trajectory]) -> Trajectory:
+    """Slices' windows side by side along the env axis, in the given order; shorter windows are padded at the
+    end with steps that every episode has already ended before (done, reward 0, invalid under `episode_mask`)."""
+    if len(parts) == 1:
+        return parts[0]
+    steps = max(p.num_steps for p in parts)
+
+    def pad(x, rows: int, value=0):
+        """x [T,N,...] (tensor or array) -> [rows,N,...], padded with `value`."""
+        missing = rows - x.shape[0]
+        if missing == 0:
+            return x
+        if isinstance(x, np.ndarray):
+            return np.concatenate([x, np.full((missing, *x.shape[1:]), value, dtype=x.dtype)])
+        return torch.cat([x, torch.full((missing, *x.shape[1:]), value, dtype=x.dtype)])
+
+    def cat(xs, dim=1):
+        return np.concatenate(xs, axis=dim) if isinstance(xs[0], np.ndarray) else torch.cat(xs, dim=dim)
+
+    prefix = None
+    if all(p.prefix is not None for p in parts):
+        layers = len(parts[0].prefix.kv)
+        kv = [(cat([pad(p.prefix.kv[i][0], steps) for p in parts]), cat([pad(p.prefix.kv[i][1], steps) for p in parts]))
+              for i in range(layers)]
+        prefix = PrefixCache(kv=kv, pad_mask=cat([pad(p.prefix.pad_mask, steps, False) for p in parts]))
+    return Trajectory(
+        obs={k: cat([pad(p.obs[k], steps) for p in parts]) for k in parts[0].obs},
+        task_descriptions=[d for p in parts for d in p.task_descriptions],
+        chains=cat([pad(p.chains, steps) for p in parts]),
+        noisy_steps=cat([pad(p.noisy_steps, steps) for p in parts]),
+        logprobs=cat([pad(p.logprobs, steps) for p in parts]),
+        values=cat([pad(p.values, steps + 1) for p in parts]) if parts[0].values is not None else None,
+        rewards=cat([pad(p.rewards, steps) for p in parts]),
+        dones=cat([pad(p.dones, steps + 1, True) for p in parts]),
+        episode_info={k: np.concatenate([p.episode_info[k] for p in parts]) for k in parts[0].episode_info},
+        prefix=prefix,
     )
-    return trajectory, timer.totals
 
 
 def _stack_prefixes(prefixes: list[PrefixCache]) -> PrefixCache:
@@ -111,15 +203,17 @@ def _stack_prefixes(prefixes: list[PrefixCache]) -> PrefixCache:
 
 
 class Timer:
-    """Accumulates wall-clock seconds per name: `with timer("time/env"): ...`."""
+    """Accumulates wall-clock seconds per name: `with timer("time/env"): ...`; each block is also a time span
+    (`pi0lab.runtime.spans`) named `phase`, by default the name without `time/`."""
 
     def __init__(self):
         self.totals: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str):
+    def __call__(self, name: str, phase: str | None = None):
         start = time.perf_counter()
         try:
-            yield
+            with span(phase or name.removeprefix("time/").replace("_", " ")):
+                yield
         finally:
             self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start

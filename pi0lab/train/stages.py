@@ -28,11 +28,18 @@ class StageResult:
 
 
 def make_trainer(cfg: DictConfig, **kwargs):
-    """The trainer of `cfg`: `DSRLTrainer` for `algorithm.adv_type=embodied_sac`, else `RLTrainer` (PPO / GRPO)."""
+    """The trainer of `cfg`: `DSRLTrainer` for `algorithm.adv_type=embodied_sac`, `PlacedTrainer` when
+    `cluster.component_placement` plans several processes, else `RLTrainer` (PPO / GRPO in this process)."""
+    from pi0lab.runtime.plan import plan_run
     from pi0lab.train.dsrl import DSRLTrainer
+    from pi0lab.train.placed import PlacedTrainer, cuda_device_count
     from pi0lab.train.trainer import RLTrainer
 
-    return (DSRLTrainer if cfg.algorithm.adv_type == "embodied_sac" else RLTrainer)(cfg, **kwargs)
+    if cfg.algorithm.adv_type == "embodied_sac":
+        return DSRLTrainer(cfg, **kwargs)
+    if plan_run(cfg, cuda_device_count()).world_size > 1:
+        return PlacedTrainer(cfg, **kwargs)
+    return RLTrainer(cfg, **kwargs)
 
 
 def train_and_evaluate(config: str, overrides: list[str], label: str = "", threads: int | None = None) -> StageResult:

@@ -24,12 +24,19 @@ from omegaconf import DictConfig, OmegaConf
 from pi0lab.envs.video import VideoRecorder
 from pi0lab.models.checkpoint import save_pi0
 from pi0lab.train.advantages import Advantages, gae_advantages, grpo_advantages
-from pi0lab.train.checkpoint import latest_checkpoint, load_checkpoint_state, rng_state, save_checkpoint, set_rng_state
+from pi0lab.runtime.plan import plan_run
+from pi0lab.runtime.spans import flush_spans, span
+from pi0lab.runtime.world import World
+from pi0lab.train.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint_state, rng_state,
+                                     save_checkpoint, set_rng_state)
 from pi0lab.train.evaluate import EvalResult, evaluate_policy
 from pi0lab.train.loggers import MetricLogger
 from pi0lab.train.roles import EnvRole, RolloutRole, build_envs, build_policy
-from pi0lab.train.rollout import Timer, Trajectory, collect_rollout
+from pi0lab.train.rollout import Timer, Trajectory, collect_rollouts, concat_trajectories
+from pi0lab.train.slices import RemoteEnvSlice, serve_env_slices
 from pi0lab.train.update import ActorRole
+
+ENV_SEED_STRIDE = 10_000  # env slice k draws its tasks and inits from runner.seed + k * stride
 
 
 @dataclass
@@ -43,16 +50,14 @@ class IterationEvent:
 
 def single_process_device(cfg: DictConfig, device: str | torch.device | None) -> torch.device:
     """The device of a trainer that runs every role in one process (CUDA when there is one), after checking that
-    the config asks for nothing more."""
+    the config places nothing in other processes."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cfg.actor.model.precision == "bf16" and device.type != "cuda":
         raise ValueError("actor.model.precision=bf16 needs a CUDA device; set actor.model.precision=fp32 on CPU")
-    if cfg.cluster.num_nodes != 1 or cfg.cluster.num_devices != 1:
-        raise ValueError("this trainer runs the env, rollout and actor roles in one process on one device: set "
-                         "cluster.num_nodes=1 cluster.num_devices=1 (placement across devices is not available yet)")
-    if cfg.rollout.pipeline_stage_num != 1:
-        raise ValueError("rollout.pipeline_stage_num > 1 overlaps env and rollout in separate processes, "
-                         "which the single-process trainer does not run; set it to 1")
+    plan = plan_run(cfg)
+    if plan.world_size != 1:
+        raise ValueError(f"cluster.component_placement places {plan.world_size} processes:\n{plan.describe()}\n"
+                         "start it with `pi0lab train` or pi0lab.train.make_trainer (the placed runtime)")
     return device
 
 
@@ -70,7 +75,9 @@ class TrainingLoop:
         self.progress = progress
         self._stop = threading.Event()
         self.iteration = 0
+        self._saved_iteration = 0  # the iteration of the newest checkpoint this run wrote or resumed from
         self._eval_envs = None
+        self.logger: MetricLogger | None = None
         self.resume_from = self._resume_checkpoint(resume)
         if self.resume_from is None and latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} already holds a run with checkpoints: resume it (--resume, "
@@ -78,6 +85,10 @@ class TrainingLoop:
 
     def _one_iteration(self) -> IterationEvent:
         raise NotImplementedError
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop before the next iteration (a placed run decides it for all its processes at once)."""
+        return self._stop.is_set()
 
     def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
         raise NotImplementedError
@@ -102,8 +113,9 @@ class TrainingLoop:
     def iterate(self) -> Iterator[IterationEvent]:
         """Run iterations until `runner.max_epochs` or a stop request; yield one event after each."""
         self._write_config()
+        self._saved_iteration = max(self._saved_iteration, self.iteration)  # a resumed state is its checkpoint
         try:
-            while self.iteration < self.cfg.runner.max_epochs and not self._stop.is_set():
+            while self.iteration < self.cfg.runner.max_epochs and not self._stop_requested():
                 yield self._one_iteration()
         except GeneratorExit:  # the consumer stopped between iterations: the state is consistent
             self._save_if_new()
@@ -111,9 +123,14 @@ class TrainingLoop:
         self._save_if_new()
 
     def _save_if_new(self) -> None:
-        latest = latest_checkpoint(self.run_dir)
-        if self.iteration > 0 and (latest is None or latest.name != _step_name(self.iteration)):
-            self.save()
+        if self.iteration > self._saved_iteration:
+            self._checkpoint()
+
+    def _checkpoint(self) -> Path | None:
+        with span("checkpoint"):
+            path = self.save()
+        self._saved_iteration = self.iteration
+        return path
 
     def run(self, label: str = "") -> dict[str, float]:
         """Iterate to the end; the first Ctrl-C finishes the current iteration, saves and stops.
@@ -135,7 +152,8 @@ class TrainingLoop:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
         return last
 
     def request_stop(self) -> None:
@@ -149,12 +167,16 @@ class TrainingLoop:
         eval_result = None
         if runner.val_check_interval > 0 and (self.iteration % runner.val_check_interval == 0
                                               or self.iteration == runner.max_epochs):
-            eval_result = self.evaluate()
-            metrics["eval/success"] = eval_result.success_rate
-        self.logger.log(metrics, self.iteration)
+            with span("eval"):
+                eval_result = self.evaluate()
+            if eval_result is not None:
+                metrics["eval/success"] = eval_result.success_rate
+        if self.logger is not None:
+            self.logger.log(metrics, self.iteration)
         checkpoint = None
         if runner.save_interval > 0 and self.iteration % runner.save_interval == 0:
-            checkpoint = self.save()
+            checkpoint = self._checkpoint()
+        flush_spans()
         return IterationEvent(self.iteration, metrics, video, checkpoint, eval_result)
 
     def _resume_checkpoint(self, resume: bool | str | None) -> Path | None:
@@ -169,6 +191,8 @@ class TrainingLoop:
         return checkpoint
 
     def _write_config(self) -> None:
+        if self.logger is None:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
 
@@ -181,56 +205,120 @@ class TrainingLoop:
 
 
 class RLTrainer(TrainingLoop):
+    """PPO / GRPO in one process, or one process of a placed run (`world`: its roles and process groups).
+
+    One process (no `world`) is the placed runtime's collocated case on one device: the env, rollout and
+    actor roles share the process, the rollout uses the actor's module, and every collective is a no-op.
+    """
+
     def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
-                 progress: bool = True):
-        self.device = single_process_device(cfg, device)
-        super().__init__(cfg, resume, progress)
+                 progress: bool = True, world: World | None = None):
+        if world is None:
+            self.device = single_process_device(cfg, device)
+            world = World.single(plan_run(cfg), self.device)
+        self.device = world.device
+        self.world = world
+        super().__init__(cfg, resume, progress and world.is_logger)
         resume_from = self.resume_from
+        plan, algo = world.plan, cfg.algorithm
         torch.manual_seed(cfg.actor.seed)
         np.random.seed(cfg.actor.seed)
-        self.policy = build_policy(cfg.actor.model, self.device, override_path=resume_from and resume_from / "model")
-        self.rollout_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
+        self.policy = None
+        if world.has("rollout") or world.has("actor"):
+            self.policy = build_policy(cfg.actor.model, self.device, override_path=resume_from and resume_from / "model")
+        rollout_index = plan.rollout_ranks.index(world.rank) if world.has("rollout") else 0
+        self.rollout_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1 + 1000 * rollout_index)
         self.actor_generator = torch.Generator().manual_seed(cfg.actor.seed + 2)
-        algo = cfg.algorithm
-        self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed, group_size=algo.group_size if algo.adv_type == "grpo" else 1)
-        self.rollout = RolloutRole(self.policy, self.rollout_generator)
-        self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator)
+        group_size = algo.group_size if algo.adv_type == "grpo" else 1
+        self.envs: dict[int, EnvRole] = {}  # slice index -> this process's envs of that slice
+        if world.has("env"):
+            env_index = plan.env_ranks.index(world.rank)
+            for stage in range(plan.num_stages):
+                for piece in plan.slices_of_env(env_index, stage):
+                    split = cfg.env.train.copy()
+                    split.total_num_envs = piece.size
+                    self.envs[piece.index] = EnvRole(split, seed=cfg.runner.seed + ENV_SEED_STRIDE * piece.index,
+                                                     group_size=group_size)
+        self.rollout = RolloutRole(self.policy, self.rollout_generator) if world.has("rollout") else None
+        self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator, world) if world.has("actor") else None
         self.chunk = cfg.actor.model.num_action_chunks
-        self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
+        max_episode_steps = world.broadcast_from_env(
+            next(iter(self.envs.values())).envs.max_episode_steps if self.envs else None)
+        self.max_chunk_steps = -(-max_episode_steps // self.chunk)
         if resume_from is not None:
             self._restore(load_checkpoint_state(resume_from))
-        self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
-                                   cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
+        if world.is_logger:
+            self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends),
+                                       cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
+                                       OmegaConf.to_container(cfg, resolve=True))
+        world.barrier()  # nobody writes into the run directory before every process has checked it
+
+    @property
+    def env(self) -> EnvRole:
+        """The envs of a process that holds one slice (the single-process trainer)."""
+        if len(self.envs) != 1:
+            raise AttributeError(f"this process holds {len(self.envs)} env slices; use `envs`")
+        return next(iter(self.envs.values()))
+
+    def _stop_requested(self) -> bool:
+        return self.world.any(self._stop.is_set() or self.world.stop_signalled())
 
     def _one_iteration(self) -> IterationEvent:
-        algo = self.cfg.algorithm
+        algo, world = self.cfg.algorithm, self.world
         start = time.perf_counter()
-        metrics: dict[str, float] = {}
         video = None
         trajectories: list[tuple[Trajectory, Advantages]] = []
         timer = Timer()
         for epoch in range(algo.rollout_epoch):
-            recorder = self._recorder("train") if epoch == 0 else None
-            trajectory, times = collect_rollout(self.env, self.rollout, self.max_chunk_steps,
-                                                on_step=recorder.add if recorder else None)
-            for name, seconds in times.items():
-                timer.totals[name] = timer.totals.get(name, 0.0) + seconds
+            recorder = self._recorder("train") if epoch == 0 and world.is_logger and 0 in self.envs else None
+            local, times = self._collect(recorder.add if recorder else None)
             if recorder is not None:
                 video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes()
-            trajectories.append((trajectory, self.advantages(trajectory)))
-        with timer("time/update"):
-            update_metrics = [self.actor.update(traj, adv, self.iteration) for traj, adv in trajectories]
-        self.rollout.sync_weights(self.actor.state_dict_for_rollout())
+            if world.has("rollout") or world.has("actor"):
+                with timer("time/exchange"):
+                    parts = world.exchange((local, times))
+                for name in ("time/env", "time/rollout"):  # the slowest rollout process sets the pace
+                    timer.totals[name] = timer.totals.get(name, 0.0) + max(t.get(name, 0.0) for _, t in parts)
+            if world.has("actor"):
+                pieces = sorted((k, traj) for part, _ in parts for k, traj in part)
+                trajectory = concat_trajectories([traj for _, traj in pieces])
+                trajectories.append((trajectory, self.advantages(trajectory)))
+        update_metrics = []
+        if world.has("actor"):
+            with timer("time/update"):
+                update_metrics = [self.actor.update(traj, adv, self.iteration) for traj, adv in trajectories]
+        if self.policy is not None and not (world.has("rollout") and world.has("actor")):
+            with timer("time/weight_sync"):  # collocated rollouts already hold the actor's module
+                world.broadcast_weights(self.actor_trainable(), self.iteration + 1)
         self.iteration += 1
 
-        metrics.update(_mean_dicts(update_metrics))
-        metrics.update(_rollout_metrics(trajectories))
-        metrics.update(timer.totals)
-        env_steps = sum(int(t.episode_info["episode_len"].sum()) for t, _ in trajectories)
-        metrics["time/iteration"] = time.perf_counter() - start
-        metrics["env/steps"] = float(env_steps)
-        metrics["env/steps_per_second"] = env_steps / max(timer.totals.get("time/env", 0) + timer.totals.get("time/rollout", 0), 1e-9)
+        metrics: dict[str, float] = {}
+        if world.is_logger:
+            metrics.update(_mean_dicts(update_metrics))
+            metrics.update(_rollout_metrics(trajectories))
+            metrics.update(timer.totals)
+            env_steps = sum(int(t.episode_info["episode_len"].sum()) for t, _ in trajectories)
+            metrics["time/iteration"] = time.perf_counter() - start
+            metrics["env/steps"] = float(env_steps)
+            metrics["env/steps_per_second"] = env_steps / max(timer.totals.get("time/env", 0) + timer.totals.get("time/rollout", 0), 1e-9)
         return self._finish_iteration(metrics, video)
+
+    def _collect(self, on_step) -> tuple[list[tuple[int, Trajectory]], dict[str, float]]:
+        """This process's part of one rollout window: (slice index, trajectory) pairs for a rollout process,
+        nothing for an env process (it steps its envs for remote rollouts until they end the window)."""
+        world = self.world
+        if not world.has("rollout"):
+            serve_env_slices(world, self.envs)
+            return [], {}
+        served = world.plan.slices_of_rollout(world.plan.rollout_ranks.index(world.rank))
+        slices = [self.envs[p.index] if p.index in self.envs else RemoteEnvSlice(world, p) for p in served]
+        trajectories, times = collect_rollouts(slices, self.rollout, self.max_chunk_steps, on_step=on_step)
+        world.flush()
+        return [(p.index, traj) for p, traj in zip(served, trajectories)], times
+
+    def actor_trainable(self) -> list[torch.nn.Parameter]:
+        """The weights that change in training, in a fixed order (what weight sync sends)."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
 
     def advantages(self, trajectory: Trajectory) -> Advantages:
         """GAE (PPO) or group advantages (GRPO) of one rollout window, as `algorithm` sets them."""
@@ -244,6 +332,10 @@ class RLTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------------- evaluation
 
+    def evaluate(self, num_episodes: int | None = None) -> EvalResult | None:
+        """The logging process scores the policy (other processes of a placed run return None)."""
+        return super().evaluate(num_episodes) if self.world.is_logger else None
+
     def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
         """The current policy with the ODE sampler (`TrainingLoop.evaluate` picks the pairs)."""
         return evaluate_policy(self.policy, envs, num_episodes, self.cfg.runner.seed, on_step=on_step,
@@ -251,30 +343,48 @@ class RLTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------------- checkpoints
 
-    def save(self) -> Path:
-        """Write an atomic checkpoint of the whole run state at the current iteration."""
+    def save(self) -> Path | None:
+        """Write an atomic checkpoint of the whole run state at the current iteration: the logging process
+        writes the model, its optimiser and every process's RNG and env streams (gathered to it)."""
+        states = self.world.gather_to_logger(self._process_state())
+        if not self.world.is_logger:
+            return None
         state = {
             "iteration": self.iteration,
             "optimizer": self.actor.optimizer.state_dict(),
-            "rng": rng_state(),
-            "rollout_generator": self.rollout_generator.get_state(),
-            "actor_generator": self.actor_generator.get_state(),
-            "env_rng": self.env.rng.bit_generator.state,
-            "env_vector_rng": self.env.envs.rng.bit_generator.state,
+            "placement": self.world.plan.describe(),
+            "processes": states,
         }
         return save_checkpoint(self.run_dir, self.iteration, state, lambda path: save_pi0(self.policy.model, path))
 
+    def _process_state(self) -> dict:
+        return {
+            "rng": rng_state(),
+            "rollout_generator": self.rollout_generator.get_state(),
+            "actor_generator": self.actor_generator.get_state(),
+            "envs": {k: (env.rng.bit_generator.state, env.envs.rng.bit_generator.state) for k, env in self.envs.items()},
+        }
+
     def _restore(self, state: dict) -> None:
+        placement = self.world.plan.describe()
+        if state.get("placement") != placement:
+            raise CheckpointError(f"{self.resume_from} was written by a run placed as\n{state.get('placement')}\nbut this "
+                                  f"run is placed as\n{placement}\nresume with the same cluster.num_devices and "
+                                  "cluster.component_placement")
         self.iteration = state["iteration"]
-        self.actor.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        self.rollout_generator.set_state(state["rollout_generator"])
-        self.actor_generator.set_state(state["actor_generator"])
-        self.env.rng.bit_generator.state = state["env_rng"]
-        self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
+        if self.actor is not None:
+            self.actor.optimizer.load_state_dict(state["optimizer"])
+        mine = state["processes"][self.world.rank]
+        set_rng_state(mine["rng"])
+        self.rollout_generator.set_state(mine["rollout_generator"])
+        self.actor_generator.set_state(mine["actor_generator"])
+        for k, (env_rng, vector_rng) in mine["envs"].items():
+            self.envs[k].rng.bit_generator.state = env_rng
+            self.envs[k].envs.rng.bit_generator.state = vector_rng
 
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs.values():
+            env.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
 

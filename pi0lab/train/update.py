@@ -11,6 +11,11 @@ gradient is not finite is skipped (and counted). During the first `critic_warmup
 only the value loss trains. The policy's lr warms up linearly over its first `lr_warmup_steps`
 optimiser steps: lr_k = lr * min(1, (k + 1) / warmup). With `algorithm.target_kl` set, the epochs stop early once a global
 batch's approx_kl exceeds it (the KL guard).
+
+Data parallel (several actor processes of a placed run): every actor holds the whole rollout and draws the
+same shuffle, takes its 1/A share of each global batch, and the gradients, the batch's approx_kl and the
+metric sums are summed over the actors before anyone decides. So every actor takes the same steps, and the
+result equals one actor on the whole batch up to float summation order.
 """
 
 import math
@@ -20,13 +25,16 @@ from omegaconf import DictConfig
 
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.rl import explained_variance, ppo_actor_loss, value_loss
+from pi0lab.runtime.world import World
 from pi0lab.train.advantages import Advantages
 from pi0lab.train.rollout import Trajectory
 
 
 class ActorRole:
-    def __init__(self, policy: Pi0Policy, actor_cfg: DictConfig, algorithm_cfg: DictConfig, generator: torch.Generator):
+    def __init__(self, policy: Pi0Policy, actor_cfg: DictConfig, algorithm_cfg: DictConfig, generator: torch.Generator,
+                 world: World | None = None):
         self.policy = policy
+        self.world = world
         self.cfg = actor_cfg
         self.algo = algorithm_cfg
         self.generator = generator
@@ -58,11 +66,12 @@ class ActorRole:
             for batch in order.tensor_split(num_batches):
                 batch_kl = 0.0
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in batch.split(self.cfg.micro_batch_size):
+                for micro in self._share(batch).split(self.cfg.micro_batch_size):
                     metrics = self._accumulate(traj, adv, micro, len(batch), critic_only)
                     for name, value in metrics.items():
                         record(name, value)
                     batch_kl += metrics["actor/approx_kl"] * len(micro) / len(batch)
+                batch_kl = self._sum_gradients_and(batch_kl)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.optim.clip_grad)
                 if torch.isfinite(grad_norm):
                     self._warm_up_lr()
@@ -77,6 +86,7 @@ class ActorRole:
                     break
             if kl_stopped:
                 break
+        sums, counts = self._sum_metrics(sums, counts)
         out = {name: sums[name] / counts[name] for name in sums}
         if traj.values is not None and adv.returns is not None:  # the rollout's critic over the whole window
             out["actor/explained_variance"] = explained_variance(traj.values[:-1], adv.returns, adv.mask).item()
@@ -87,6 +97,36 @@ class ActorRole:
             "actor/num_samples": float(samples.shape[0]),
         })
         return out
+
+    def _share(self, batch: torch.Tensor) -> torch.Tensor:
+        """This actor's part of a global batch [M,2] (all of it with one actor)."""
+        if self.world is None or self.world.num_actors == 1:
+            return batch
+        return batch.tensor_split(self.world.num_actors)[self.world.actor_index]
+
+    def _sum_gradients_and(self, batch_kl: float) -> float:
+        """Sum the accumulated gradients (one flat buffer) and the batch's approx_kl over the actors."""
+        if self.world is None or self.world.num_actors == 1:
+            return batch_kl
+        params = self._trainable()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([batch_kl], device=grads[0].device)])
+        self.world.sum_over_actors(flat)
+        offset = 0
+        for p in params:
+            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        return float(flat[-1])
+
+    def _sum_metrics(self, sums: dict[str, float], counts: dict[str, int]) -> tuple[dict, dict]:
+        """Metric sums and counts over the actors (every actor records the same names)."""
+        if self.world is None or self.world.num_actors == 1:
+            return sums, counts
+        names = sorted(sums)
+        both = torch.tensor([sums[n] for n in names] + [float(counts[n]) for n in names], dtype=torch.float64)
+        self.world.sum_over_actors(both)
+        k = len(names)
+        return dict(zip(names, both[:k].tolist())), dict(zip(names, both[k:].tolist()))
 
     def _accumulate(self, traj: Trajectory, adv: Advantages, micro: torch.Tensor, batch_size: int, critic_only: bool) -> dict[str, float]:
         """Forward + backward of one micro-batch, its loss scaled by its share of the global batch."""

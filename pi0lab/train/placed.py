@@ -1,0 +1,198 @@
+"""A placed run: the processes of `cluster.component_placement`, each an `RLTrainer` over its own roles.
+
+    trainer = PlacedTrainer(load_config("tabletop_ppo_nano", ["cluster.num_devices=3",
+                            "cluster.component_placement={env: 0, rollout: 1, actor: 2}"]))
+    for event in trainer.iterate():     # the same IterationEvents as the single-process trainer
+        ...
+    trainer.run()                       # from a script; Ctrl-C finishes the iteration, checkpoints, ends all
+
+One node: the parent spawns the workers and supervises them (`pi0lab.runtime.supervise`). Several nodes,
+or one node under torchrun: every torchrun worker runs `run_torchrun_worker`, the same worker code.
+Under torchrun the agent holds the rendezvous store and ends every worker when one exits; rank 0 watches
+the others' heartbeats in that store and exits (naming the culprit) when one stops; SIGINT / SIGTERM
+(which the agent forwards) make every worker finish its iteration, and actor rank 0 writes the checkpoint.
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+
+from pi0lab.runtime.plan import RunPlan, plan_run
+from pi0lab.runtime.spans import flush_spans, start_spans
+from pi0lab.runtime.supervise import HEARTBEAT_S, HUNG_AFTER_S, Supervisor
+from pi0lab.runtime.world import World
+from pi0lab.train.checkpoint import latest_checkpoint
+from pi0lab.train.evaluate import EvalResult, evaluate_policy
+from pi0lab.train.roles import build_envs, build_policy
+from pi0lab.train.trainer import IterationEvent, RLTrainer, TrainingLoop, _summary
+
+
+def cuda_device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_worker(plan: RunPlan, rank: int, pg_store, control_store, report, cfg: DictConfig, resume, threads: int) -> None:
+    """One process of a placed run: join the group, build this rank's roles, iterate; actor rank 0 reports
+    each iteration's event (metrics, checkpoint, evaluation)."""
+    torch.set_num_threads(threads)
+    device = torch.device("cuda:0" if plan.device_type == "cuda" else "cpu")  # the one GPU this process sees
+    world = World.join(plan, rank, pg_store, device, control=control_store)
+    start_spans(Path(cfg.runner.logger.log_path) / "spans" / f"rank_{rank:03d}.jsonl", world.name(), rank)
+    trainer = RLTrainer(cfg, resume=resume, progress=False, world=world)
+    _stop_on_signals(trainer)
+    try:
+        for event in trainer.iterate():
+            if world.is_logger:
+                report(event)
+    finally:
+        trainer.close()
+        flush_spans()
+        world.close()
+
+
+def _stop_on_signals(trainer: TrainingLoop) -> None:
+    """SIGTERM (and SIGINT under torchrun) finish the iteration and checkpoint, like a stop request."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: trainer.request_stop())
+
+
+class PlacedTrainer:
+    """The parent of a placed run on one node, with the surface of the single-process trainer."""
+
+    def __init__(self, cfg: DictConfig, resume: bool | str | None = None, progress: bool = True, threads: int = 1):
+        self.cfg = cfg
+        self.plan = plan_run(cfg, cuda_device_count())
+        self.resume = resume
+        self.progress = progress
+        self.threads = threads
+        self.run_dir = Path(cfg.runner.logger.log_path)
+        if not resume and cfg.runner.resume_dir is None and latest_checkpoint(self.run_dir) is not None:
+            raise FileExistsError(f"{self.run_dir} already holds a run with checkpoints: resume it (--resume, "
+                                  "resume=True) or set runner.logger.log_path to a new directory")
+        self.iteration = 0
+        self.supervisor: Supervisor | None = None
+        self._stop_requested = False
+
+    def iterate(self):
+        """Start the workers and yield each iteration's `IterationEvent` until they finish (or one fails)."""
+        self.supervisor = Supervisor(self.plan, run_worker, (self.cfg, self.resume, self.threads))
+        if self._stop_requested:
+            self.supervisor.request_stop()
+        self.supervisor.start()
+        try:
+            for event in self.supervisor.messages():
+                self.iteration = event.iteration
+                if self._stop_requested:
+                    self.supervisor.request_stop()
+                yield event
+        finally:
+            self.supervisor.shutdown()
+
+    def run(self, label: str = "") -> dict[str, float]:
+        """Iterate to the end; the first Ctrl-C finishes the iteration in every process, checkpoints and ends."""
+        last: dict[str, float] = {}
+
+        def on_interrupt(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            print("\nstopping after this iteration (Ctrl-C again to end every process without saving it)", flush=True)
+            self.request_stop()
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+        try:
+            for event in self.iterate():
+                last = event.metrics
+                if self.progress:
+                    print(label + _summary(event), flush=True)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        return last
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self.supervisor is not None and self.supervisor.store is not None:
+            self.supervisor.request_stop()
+
+    def evaluate(self, num_episodes: int | None = None) -> EvalResult:
+        """The newest checkpoint's deterministic policy on the fixed pairs of `env.eval`, in this process."""
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{self.run_dir} has no checkpoint to evaluate yet")
+        device = torch.device("cuda" if cuda_device_count() else "cpu")
+        policy = build_policy(self.cfg.actor.model, device, override_path=checkpoint / "model")
+        split = self.cfg.env.eval
+        envs = build_envs(split, seed=self.cfg.runner.seed)
+        try:
+            return evaluate_policy(policy, envs, num_episodes or split.num_episodes or split.total_num_envs,
+                                   self.cfg.runner.seed, progress=self.progress)
+        finally:
+            envs.close()
+
+    def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ torchrun
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ
+                                                   and "MASTER_ADDR" in os.environ)
+
+
+def run_torchrun_worker(cfg: DictConfig, resume: bool | None, threads: int = 1) -> None:
+    """This process's part of a run launched by torchrun (RANK / WORLD_SIZE / MASTER_ADDR set by it)."""
+    plan = plan_run(cfg, cuda_device_count())
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if world_size != plan.world_size:
+        raise ValueError(f"torchrun started {world_size} processes, but cluster.component_placement plans "
+                         f"{plan.world_size}:\n{plan.describe()}\nset --nnodes x --nproc-per-node to {plan.world_size}")
+    if plan.device_type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          use_libuv=False)
+    _start_heartbeats(store, rank, plan)
+
+    def report(event: IterationEvent) -> None:
+        print(_summary(event), flush=True)
+
+    run_worker(plan, rank, None, None, report, cfg, resume, threads)
+
+
+def _start_heartbeats(store, rank: int, plan: RunPlan) -> None:
+    """Every rank beats into torchrun's store; rank 0 also watches the others and exits when one stops beating
+    (torchrun then ends every worker)."""
+    key = "pi0lab/heartbeat/{}".format
+
+    def beat():
+        count = 0
+        last = {}
+        while True:
+            store.set(key(rank), str(count))
+            count += 1
+            if rank == 0:
+                now = time.monotonic()
+                for other in range(1, plan.world_size):
+                    beats = store.get(key(other)) if store.check([key(other)]) else b"-1"
+                    seen, since = last.get(other, (None, now))
+                    if beats != seen:
+                        last[other] = (beats, now)
+                    elif beats != b"-1" and now - since > HUNG_AFTER_S:
+                        name = ",".join(plan.workers[other].components)
+                        print(f"error: {name} rank {other} stopped sending heartbeats {now - since:.0f} s ago: it is "
+                              "hung or stopped; ending the run", flush=True)
+                        os._exit(1)
+            time.sleep(HEARTBEAT_S)
+
+    threading.Thread(target=beat, daemon=True).start()
