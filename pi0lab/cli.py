@@ -71,9 +71,26 @@ def main(argv: list[str] | None = None) -> int:
                           help="tabletop control: states carry the things' true poses (for checkpoints trained so)")
 
     commands.add_parser("configs", help="list the shipped configs")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
     args = parser.parse_args(argv)
-    return {"demos": _demos, "pretrain": _pretrain, "sft": _sft, "train": _train, "eval": _eval, "configs": _configs}[args.command](args)
+    command = {"demos": _demos, "pretrain": _pretrain, "sft": _sft, "train": _train, "eval": _eval,
+               "configs": _configs}[args.command]
+    try:
+        return command(args)
+    except _user_errors() as err:
+        if args.debug:
+            raise
+        message = str(err) if not isinstance(err, KeyError) else str(err.args[0])
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says what to change (a config key or value, a placement, a path, a checkpoint)."""
+    from pi0lab.runtime.supervise import WorkerFailed
+
+    return (ValueError, FileNotFoundError, FileExistsError, KeyError, WorkerFailed)
 
 
 def _configs(args) -> int:
@@ -113,9 +130,14 @@ def _sft(args) -> int:
 
 def _train(args) -> int:
     from pi0lab.train.config import load_config
+    from pi0lab.train.placed import run_torchrun_worker, under_torchrun
     from pi0lab.train.stages import make_trainer
 
-    trainer = make_trainer(load_config(args.config, args.overrides), resume=args.resume or None)
+    cfg = load_config(args.config, args.overrides)
+    if under_torchrun():  # torchrun started this process as one rank of a placed run
+        run_torchrun_worker(cfg, resume=args.resume or None)
+        return 0
+    trainer = make_trainer(cfg, resume=args.resume or None)
     try:
         trainer.run()
     finally:

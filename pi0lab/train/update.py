@@ -56,10 +56,11 @@ class ActorRole:
         counts: dict[str, int] = {}
         skipped, steps, kl_stopped = 0, 0, False
 
-        def record(name: str, value: float) -> None:
+        def record(name: str, value: float, weight: int = 1) -> None:
+            """A micro-batch's metric counts by its samples, so shares of any split average alike."""
             if math.isfinite(value):
-                sums[name] = sums.get(name, 0.0) + value
-                counts[name] = counts.get(name, 0) + 1
+                sums[name] = sums.get(name, 0.0) + value * weight
+                counts[name] = counts.get(name, 0) + weight
 
         for _ in range(self.algo.update_epoch):
             order = samples[torch.randperm(samples.shape[0], generator=self.generator)]
@@ -69,7 +70,7 @@ class ActorRole:
                 for micro in self._share(batch).split(self.cfg.micro_batch_size):
                     metrics = self._accumulate(traj, adv, micro, len(batch), critic_only)
                     for name, value in metrics.items():
-                        record(name, value)
+                        record(name, value, len(micro))
                     batch_kl += metrics["actor/approx_kl"] * len(micro) / len(batch)
                 batch_kl = self._sum_gradients_and(batch_kl)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.optim.clip_grad)
