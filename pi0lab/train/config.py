@@ -136,6 +136,9 @@ class EnvSplitConfig:
     # tabletop control, not pi0: append the things' true (x, y, z, yaw) to the state (pi0lab.envs.tabletop);
     # must match the checkpoint's state width, and env.train / env.eval must agree
     privileged_state: bool = False
+    # seconds each env waits (sleeps, using no CPU) per chunk step, standing in for a renderer that runs
+    # elsewhere (LIBERO on a GPU): what the pipelining benchmark sets; 0 in training
+    step_wait_s: float = 0.0
     video_cfg: VideoConfig = field(default_factory=VideoConfig)
 
 

@@ -11,6 +11,7 @@ this collocated mode the rollout role uses the actor's module directly and weigh
 """
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ class EnvRole:
 
     def __init__(self, split_cfg: DictConfig, seed: int, group_size: int = 1):
         self.envs: VectorEnv = build_envs(split_cfg, seed)
+        self.step_wait_s = split_cfg.step_wait_s * self.envs.num_envs
         self.group_size = group_size
         self.rng = np.random.default_rng(seed + 1)
 
@@ -47,6 +49,8 @@ class EnvRole:
         return self.envs.reset(np.repeat(tasks, self.group_size), np.repeat(inits, self.group_size))
 
     def step(self, actions: np.ndarray):
+        if self.step_wait_s > 0:
+            time.sleep(self.step_wait_s)
         return self.envs.step(actions)
 
     # A local env slice for `collect_rollouts`: it answers at once (a remote one answers from its process).

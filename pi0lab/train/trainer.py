@@ -25,7 +25,7 @@ from pi0lab.envs.video import VideoRecorder
 from pi0lab.models.checkpoint import save_pi0
 from pi0lab.train.advantages import Advantages, gae_advantages, grpo_advantages
 from pi0lab.runtime.plan import plan_run
-from pi0lab.runtime.spans import flush_spans, span
+from pi0lab.runtime.spans import flush_spans, span, start_spans
 from pi0lab.runtime.world import World
 from pi0lab.train.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint_state, rng_state,
                                      save_checkpoint, set_rng_state)
@@ -216,6 +216,7 @@ class RLTrainer(TrainingLoop):
         if world is None:
             self.device = single_process_device(cfg, device)
             world = World.single(plan_run(cfg), self.device)
+            start_spans(Path(cfg.runner.logger.log_path) / "spans" / "rank_000.jsonl", world.name(), 0)
         self.device = world.device
         self.world = world
         super().__init__(cfg, resume, progress and world.is_logger)
@@ -277,7 +278,7 @@ class RLTrainer(TrainingLoop):
             if world.has("rollout") or world.has("actor"):
                 with timer("time/exchange"):
                     parts = world.exchange((local, times))
-                for name in ("time/env", "time/rollout"):  # the slowest rollout process sets the pace
+                for name in ("time/env", "time/rollout", "time/window"):  # the slowest rollout process sets the pace
                     timer.totals[name] = timer.totals.get(name, 0.0) + max(t.get(name, 0.0) for _, t in parts)
             if world.has("actor"):
                 pieces = sorted((k, traj) for part, _ in parts for k, traj in part)
@@ -300,7 +301,7 @@ class RLTrainer(TrainingLoop):
             env_steps = sum(int(t.episode_info["episode_len"].sum()) for t, _ in trajectories)
             metrics["time/iteration"] = time.perf_counter() - start
             metrics["env/steps"] = float(env_steps)
-            metrics["env/steps_per_second"] = env_steps / max(timer.totals.get("time/env", 0) + timer.totals.get("time/rollout", 0), 1e-9)
+            metrics["env/steps_per_second"] = env_steps / max(timer.totals["time/window"], 1e-9)  # rollout throughput
         return self._finish_iteration(metrics, video)
 
     def _collect(self, on_step) -> tuple[list[tuple[int, Trajectory]], dict[str, float]]:
@@ -312,8 +313,10 @@ class RLTrainer(TrainingLoop):
             return [], {}
         served = world.plan.slices_of_rollout(world.plan.rollout_ranks.index(world.rank))
         slices = [self.envs[p.index] if p.index in self.envs else RemoteEnvSlice(world, p) for p in served]
+        start = time.perf_counter()
         trajectories, times = collect_rollouts(slices, self.rollout, self.max_chunk_steps, on_step=on_step)
         world.flush()
+        times["time/window"] = time.perf_counter() - start
         return [(p.index, traj) for p, traj in zip(served, trajectories)], times
 
     def actor_trainable(self) -> list[torch.nn.Parameter]:
