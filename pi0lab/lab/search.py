@@ -84,8 +84,8 @@ class SearchParam:
     def spec(self) -> str:
         """The SPEC text this parameter parses from (`parse_spec(key, param.spec) == param`)."""
         if self.kind == "choice":
-            return "choice:" + ",".join(_text(c) for c in self.choices)
-        return f"{self.kind}:{_text(self.low)}:{_text(self.high)}"
+            return "choice:" + ",".join(format_value(c) for c in self.choices)
+        return f"{self.kind}:{format_value(self.low)}:{format_value(self.high)}"
 
     def distribution(self) -> optuna.distributions.BaseDistribution:
         """The Optuna distribution this parameter samples from (the parameter's name is its key)."""
@@ -180,9 +180,9 @@ def check_space(config: str, overrides: list[str], space: list[SearchParam]) -> 
         schema_type(param.key)
         for value in param.bound_values():
             try:
-                load_config(config, overrides + [f"{param.key}={_text(value)}"])
+                load_config(config, overrides + [f"{param.key}={format_value(value)}"])
             except ConfigError as err:
-                raise ConfigError(f"{param.key}={param.spec}: the value {_text(value)} is refused: {err}") from None
+                raise ConfigError(f"{param.key}={param.spec}: the value {format_value(value)} is refused: {err}") from None
 
 
 def suggest(trial: optuna.Trial, space: list[SearchParam]) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def suggest(trial: optuna.Trial, space: list[SearchParam]) -> dict[str, Any]:
 
 def value_overrides(values: dict[str, Any]) -> list[str]:
     """{key: value} -> ["key=value", ...] in the command line's syntax (round-trips through `parse_value`)."""
-    return [f"{key}={_text(value)}" for key, value in values.items()]
+    return [f"{key}={format_value(value)}" for key, value in values.items()]
 
 
 def trial_config(config: str, overrides: list[str], values: dict[str, Any]):
@@ -208,7 +208,7 @@ def trial_config(config: str, overrides: list[str], values: dict[str, Any]):
     return load_config(config, overrides + value_overrides(values))
 
 
-def _text(value: Any) -> str:
+def format_value(value: Any) -> str:
     """A value as `key=value` text: floats keep every digit, bools are true / false, None is null."""
     if isinstance(value, bool):
         return "true" if value else "false"

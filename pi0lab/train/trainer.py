@@ -10,6 +10,7 @@ Stopping (a stop request, Ctrl-C, or the last iteration) writes a checkpoint; `r
 `TrainingLoop` is that loop, shared with `pi0lab.train.dsrl.DSRLTrainer`.
 """
 
+import random
 import signal
 import threading
 import time
@@ -266,12 +267,24 @@ class RLTrainer(TrainingLoop):
 
     def _restore(self, state: dict) -> None:
         self.iteration = state["iteration"]
-        self.actor.optimizer.load_state_dict(state["optimizer"])
+        self.actor.load_optimizer_state(state["optimizer"])
         set_rng_state(state["rng"])
         self.rollout_generator.set_state(state["rollout_generator"])
         self.actor_generator.set_state(state["actor_generator"])
         self.env.rng.bit_generator.state = state["env_rng"]
         self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
+
+    def reseed(self, seed: int) -> None:
+        """Start every random stream of the run afresh from `seed` (global RNGs, rollout and actor generators, the
+        envs' task / init draws): a run copied from another's checkpoint (population-based training) then
+        explores on its own instead of replaying its source."""
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.rollout_generator.manual_seed(seed + 1)
+        self.actor_generator.manual_seed(seed + 2)
+        self.env.rng = np.random.default_rng([seed, 1])
+        self.env.envs.rng = np.random.default_rng([seed, 2])
 
     def close(self) -> None:
         self.env.close()
