@@ -103,7 +103,7 @@ def trial_score(successes: list[float]) -> float:
 def report_success(trial: optuna.Trial, successes: list[float], budget: int) -> bool:
     """Report iteration len(successes)'s smoothed success; True if the pruner says to stop the trial."""
     trial.report(smoothed_success(successes, budget), len(successes))
-    return trial.should_prune()
+    return bool(trial.should_prune())
 
 
 @dataclass
