@@ -50,9 +50,6 @@ SUCCESS = "env/success_once"
 HEARTBEAT_INTERVAL_S = 10  # a running trial's heartbeat; one silent for 2x this (grace) is stale
 MIN_RESCORE_EPISODES = 200
 
-# The heartbeat is recorded by this module's own thread (Optuna's runs only inside Study.optimize)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-
 
 def default_storage(name: str) -> str:
     """sqlite:///runs/tune/<name>.db (relative to the working directory)."""
@@ -181,7 +178,9 @@ class TuningStudy:
 
     def run_trial(self, on_update: Callable[[TrialUpdate], None]) -> FrozenTrial:
         """Ask, validate, train with reports to the pruner, tell. Returns the finished trial."""
-        trial = self.study.ask()
+        with warnings.catch_warnings():  # the heartbeat is this module's own thread, not Study.optimize's
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = self.study.ask()
         values = suggest(trial, self.space)
         run_dir = self.run_root / f"trial_{trial.number:04d}"
         trial.set_user_attr("overrides", value_overrides(values))
