@@ -9,6 +9,7 @@
 """
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -153,8 +154,12 @@ def _tune(args) -> int:
             raise ConfigError("nothing to search: give at least one --search KEY=SPEC (e.g. actor.optim.lr=log:1e-6:1e-4)")
         study = TuningStudy(args.config, args.overrides, [parse_search(s) for s in args.search], args.study,
                             args.storage, args.pruner)
-        study.run(args.trials, on_update=lambda u: print(f"trial {u.trial}: {u.state} {u.note}".rstrip(), flush=True)
-                  if u.state != "RUNNING" else None)
+        previous = signal.signal(signal.SIGINT, lambda *_: _stop_study(study))
+        try:
+            study.run(args.trials, on_update=lambda u: print(f"trial {u.trial}: {u.state} {u.note}".rstrip(), flush=True)
+                      if u.state != "RUNNING" else None)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pi0lab tune: error: {err}", file=sys.stderr)
         return 2
@@ -162,6 +167,14 @@ def _tune(args) -> int:
     print(f"study {study.name!r} in {study.storage_url}: {len(table)} trials")
     print(table.to_string(index=False))
     return 0
+
+
+def _stop_study(study) -> None:
+    """First Ctrl-C: finish the running trial's iteration, mark it stopped, run no more; the second aborts."""
+    if study.stopped:
+        raise KeyboardInterrupt
+    print("\nstopping after this iteration (Ctrl-C again to abort)", flush=True)
+    study.request_stop()
 
 
 def _eval(args) -> int:

@@ -166,7 +166,7 @@ class TuningPanel:
             done = study.run(n_trials, on_update=self._on_update)
             self._sync_trials()
             if study.stopped:
-                self.status.value = f"stopped: {len(done)} of {n_trials} trials ran (the last one was stopped)"
+                self.status.value = f"stopped: {len(done)} of {n_trials} trials ran"
             else:
                 self.status.value = f"finished: {n_trials} trials; {self._best_text()}"
             self.show_analysis()
