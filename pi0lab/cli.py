@@ -1,13 +1,15 @@
-"""Command line: `pi0lab demos | pretrain | sft | train | eval | configs`.
+"""Command line: `pi0lab demos | pretrain | sft | train | tune | eval | configs`.
 
     pi0lab demos --suite tabletop_spatial --per-task 10 --out runs/demos/tabletop_spatial
     pi0lab pretrain tabletop_pretrain_nano
     pi0lab sft tabletop_sft_nano sft.num_steps=500
     pi0lab train tabletop_ppo_nano algorithm.update_epoch=2 runner.max_epochs=20
+    pi0lab tune tabletop_ppo_nano runner.max_epochs=30 --trials 8 --search actor.optim.lr=log:1e-6:1e-4
     pi0lab eval runs/tabletop_ppo_nano/checkpoints/step_000020/model --suite tabletop_spatial
 """
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -52,6 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.add_argument("--resume", action="store_true", help="continue the run in runner.logger.log_path")
 
+    tune = commands.add_parser("tune", help="a hyperparameter study (Optuna): trials are training runs",
+                               description="Run trials of a config, each an ordinary training run under "
+                                           "runs/tune/STUDY/, scored by its mean training success over the last "
+                                           "third of its iterations, and print the trial table. A second call "
+                                           "with the same --study and --storage adds trials to the study.")
+    tune.add_argument("config", help="a shipped config name (see `pi0lab configs`) or a YAML path")
+    tune.add_argument("overrides", nargs="*", help="fixed values: " + OVERRIDES_HELP)
+    tune.add_argument("--trials", type=int, required=True, help="trials to add to the study")
+    tune.add_argument("--study", default=None, help="study name (default: the config's name)")
+    tune.add_argument("--storage", default=None, help="an Optuna database URL (default: sqlite:///runs/tune/STUDY.db)")
+    tune.add_argument("--search", action="append", default=[], metavar="KEY=SPEC",
+                      help="a searched key, repeatable: SPEC is log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or "
+                           "choice:A,B,...; KEY alone takes its default range")
+    tune.add_argument("--pruner", choices=["median", "sha", "none"], default="median",
+                      help="median or successive halving (sha), both after a warm-up of a third of the "
+                           "iterations (default: %(default)s)")
+
     evaluate = commands.add_parser("eval", help="success rate of a checkpoint, per task and per suite",
                                    description="Evaluate a checkpoint with the ODE sampler on fixed (task, init) pairs "
                                                "and print a markdown table.")
@@ -74,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
     args = parser.parse_args(argv)
-    command = {"demos": _demos, "pretrain": _pretrain, "sft": _sft, "train": _train, "eval": _eval,
+    command = {"demos": _demos, "pretrain": _pretrain, "sft": _sft, "train": _train, "tune": _tune,
+               "eval": _eval,
                "configs": _configs}[args.command]
     try:
         return command(args)
@@ -143,6 +163,41 @@ def _train(args) -> int:
     finally:
         trainer.close()
     return 0
+
+
+def _tune(args) -> int:
+    from pi0lab.lab.search import parse_search
+    from pi0lab.lab.study import TuningStudy
+    from pi0lab.train.config import ConfigError
+
+    try:  # bad input, found before or when the first trial starts: one line, exit 2
+        if args.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+        if not args.search:
+            raise ConfigError("nothing to search: give at least one --search KEY=SPEC (e.g. actor.optim.lr=log:1e-6:1e-4)")
+        study = TuningStudy(args.config, args.overrides, [parse_search(s) for s in args.search], args.study,
+                            args.storage, args.pruner)
+        previous = signal.signal(signal.SIGINT, lambda *_: _stop_study(study))
+        try:
+            study.run(args.trials, on_update=lambda u: print(f"trial {u.trial}: {u.state} {u.note}".rstrip(), flush=True)
+                      if u.state != "RUNNING" else None)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"pi0lab tune: error: {err}", file=sys.stderr)
+        return 2
+    table = study.dataframe().drop(columns=["user_attrs_overrides", "user_attrs_run_dir"], errors="ignore")
+    print(f"study {study.name!r} in {study.storage_url}: {len(table)} trials")
+    print(table.to_string(index=False))
+    return 0
+
+
+def _stop_study(study) -> None:
+    """First Ctrl-C: finish the running trial's iteration, mark it stopped, run no more; the second aborts."""
+    if study.stopped:
+        raise KeyboardInterrupt
+    print("\nstopping after this iteration (Ctrl-C again to abort)", flush=True)
+    study.request_stop()
 
 
 def _eval(args) -> int:

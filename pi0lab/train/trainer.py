@@ -10,6 +10,7 @@ Stopping (a stop request, Ctrl-C, or the last iteration) writes a checkpoint; `r
 `TrainingLoop` is that loop, shared with `pi0lab.train.dsrl.DSRLTrainer`.
 """
 
+import random
 import signal
 import threading
 import time
@@ -376,7 +377,7 @@ class RLTrainer(TrainingLoop):
                                   "cluster.component_placement")
         self.iteration = state["iteration"]
         if self.actor is not None:
-            self.actor.optimizer.load_state_dict(state["optimizer"])
+            self.actor.load_optimizer_state(state["optimizer"])
         mine = state["processes"][self.world.rank]
         set_rng_state(mine["rng"])
         self.rollout_generator.set_state(mine["rollout_generator"])
@@ -384,6 +385,19 @@ class RLTrainer(TrainingLoop):
         for k, (env_rng, vector_rng) in mine["envs"].items():
             self.envs[k].rng.bit_generator.state = env_rng
             self.envs[k].envs.rng.bit_generator.state = vector_rng
+
+    def reseed(self, seed: int) -> None:
+        """Start every random stream of the run afresh from `seed` (global RNGs, rollout and actor generators, the
+        envs' task / init draws): a run copied from another's checkpoint (population-based training) then
+        explores on its own instead of replaying its source."""
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.rollout_generator.manual_seed(seed + 1)
+        self.actor_generator.manual_seed(seed + 2)
+        for k, env in self.envs.items():
+            env.rng = np.random.default_rng([seed, k, 1])
+            env.envs.rng = np.random.default_rng([seed, k, 2])
 
     def close(self) -> None:
         for env in self.envs.values():

@@ -40,9 +40,12 @@ class ActorRole:
         self.generator = generator
         self.optimizer = build_optimizer(policy, actor_cfg.optim)
 
-    def state_dict_for_rollout(self) -> None:
-        """Collocated: the rollout role already holds this very module, so there is nothing to send."""
-        return None
+    def load_optimizer_state(self, state: dict) -> None:
+        """Restore AdamW's moments and step counts from a checkpoint; the rates stay this config's `lr` and
+        `value_lr` (a resumed run, or one copied from another's checkpoint, may change them)."""
+        self.optimizer.load_state_dict(state)
+        for group, lr in zip(self.optimizer.param_groups, (self.cfg.optim.lr, self.cfg.optim.value_lr)):
+            group["lr"] = lr
 
     def update(self, traj: Trajectory, adv: Advantages, iteration: int) -> dict[str, float]:
         """Run the update epochs on one rollout; return averaged metrics (seed names, DESIGN §8)."""
