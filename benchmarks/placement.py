@@ -89,15 +89,16 @@ def pipeline(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
     wait = probe["time/rollout"] / chunk_steps / envs  # inference seconds per env and chunk
     print(f"\n## Pipelining: {envs} envs, env wait {wait * 1e3:.2f} ms per env and chunk "
           f"(= inference {probe['time/rollout'] / chunk_steps * 1e3:.0f} ms per chunk of {envs} envs)\n")
-    print("| pipeline_stage_num | rollout window s | env steps / s | vs 1 stage |")
-    print("|---|---|---|---|")
+    print("| pipeline_stage_num | rollout window s | of it inference s | env steps / s | vs 1 stage |")
+    print("|---|---|---|---|---|")
     base = None
     for stages in (1, 2):
         metrics = run(checkpoint, tmp / f"stages{stages}", envs, iterations,
                       PIPELINE + [f"rollout.pipeline_stage_num={stages}", f"env.train.step_wait_s={wait}"])[1:]
         throughput = statistics.mean(m["env/steps_per_second"] for m in metrics)
         base = base or throughput
-        print(f"| {stages} | {statistics.mean(m['time/window'] for m in metrics):.2f} | {throughput:.0f} "
+        print(f"| {stages} | {statistics.mean(m['time/window'] for m in metrics):.2f} "
+              f"| {statistics.mean(m['time/rollout'] for m in metrics):.2f} | {throughput:.0f} "
               f"| {throughput / base:.2f}x |", flush=True)
 
 

@@ -8,12 +8,15 @@ the trainer to finish its iteration, checkpoint and end.
 import math
 import threading
 import traceback
+from pathlib import Path
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pi0lab.lab.placement import timeline_figure
 from pi0lab.lab.video import show_video
+from pi0lab.runtime.spans import read_spans
 
 
 class LiveCurves:
@@ -41,9 +44,11 @@ class LiveCurves:
 class TrainingSession:
     """Runs `trainer.iterate()` in a thread; shows live curves, the latest rollout video and a Stop button."""
 
-    def __init__(self, trainer, names: list[str]):
+    def __init__(self, trainer, names: list[str], timeline: bool = False):
+        """timeline: also draw every process's time spans (`pi0lab.runtime.spans`), redrawn after each iteration."""
         self.trainer = trainer
         self.curves = LiveCurves(names, title=trainer.cfg.runner.logger.experiment_name)
+        self.timeline = go.FigureWidget(timeline_figure([])) if timeline else None
         self.status = widgets.HTML("not started")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop")
         self.stop_button.on_click(lambda _: self.stop())
@@ -54,7 +59,8 @@ class TrainingSession:
         self._stop_requested = False
 
     def widget(self) -> widgets.Widget:
-        return widgets.VBox([widgets.HBox([self.stop_button, self.status]), self.curves.figure, self.video])
+        parts = [widgets.HBox([self.stop_button, self.status]), self.curves.figure, self.video]
+        return widgets.VBox(parts + ([self.timeline] if self.timeline is not None else []))
 
     def start(self) -> widgets.Widget:
         """Start training in the background and return the dashboard to display."""
@@ -72,6 +78,8 @@ class TrainingSession:
                 self.curves.update(event.iteration, event.metrics)
                 self.status.value = (f"iteration {event.iteration} / {self.trainer.cfg.runner.max_epochs}: "
                                      f"success {event.metrics['env/success_once']:.0%}")
+                if self.timeline is not None:
+                    self._redraw_timeline()
                 if event.video is not None:
                     self.video.clear_output(wait=True)
                     self.video.append_display_data(show_video(event.video, width=384))
@@ -82,6 +90,13 @@ class TrainingSession:
             traceback.print_exc()
         finally:
             self.stop_button.disabled = True
+
+    def _redraw_timeline(self) -> None:
+        fresh = timeline_figure(read_spans(Path(self.trainer.cfg.runner.logger.log_path)))
+        with self.timeline.batch_update():
+            self.timeline.data = []
+            self.timeline.add_traces(fresh.data)
+            self.timeline.layout = fresh.layout
 
     def stop(self) -> None:
         self._stop_requested = True

@@ -154,8 +154,3 @@ class RolloutRole:
     def act(self, obs: dict, deterministic: bool = False) -> dict:
         self.policy.eval()
         return self.policy.rollout(obs, deterministic=deterministic, generator=self.generator)
-
-    def sync_weights(self, state_dict: dict[str, torch.Tensor] | None) -> None:
-        """Take the actor's new weights; None = collocated (the rollout already uses the actor's module)."""
-        if state_dict is not None:
-            self.policy.load_state_dict(state_dict)
