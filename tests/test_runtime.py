@@ -257,6 +257,7 @@ def _idle_worker(plan, rank, pg_store, control_store, report, fault):
     """A stand-in worker: reports, then waits (rank 1 raises when `fault` says so)."""
     report(("started", rank, os.getpid()))
     if fault == "raise" and rank == 1:
+        time.sleep(3)  # after every worker has reported
         raise ValueError("rollout blew up on purpose")
     time.sleep(120)
 

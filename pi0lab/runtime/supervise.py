@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -100,7 +101,7 @@ class Supervisor:
         for p in self.procs:
             code = p.process.exitcode
             if code not in (None, 0):
-                self._fail(p, self._death(p, code))
+                self._fail(self._death(p, code))
             key = f"pi0lab/heartbeat/{p.rank}"
             beats = int(self.store.get(key)) if self.store.check([key]) else -1
             if beats != p.beats:
@@ -109,7 +110,7 @@ class Supervisor:
                 limit = STARTUP_GRACE_S if beats < 0 else self.hung_after_s
                 if now - p.last_change > limit:
                     what = "sent no heartbeat since it started" if beats < 0 else "stopped sending heartbeats"
-                    self._fail(p, f"{p.name} (pid {p.process.pid}) {what} {now - p.last_change:.0f} s ago: "
+                    self._fail(f"{p.name} (pid {p.process.pid}) {what} {now - p.last_change:.0f} s ago: "
                                   "it is hung or stopped (SIGSTOP?)")
 
     def _death(self, p: _Proc, code: int) -> str:
@@ -120,7 +121,7 @@ class Supervisor:
             return f"{p.name} (pid {p.process.pid}) was killed by {signal.Signals(-code).name}"
         return f"{p.name} (pid {p.process.pid}) exited with code {code}"
 
-    def _fail(self, culprit: _Proc, message: str) -> None:
+    def _fail(self, message: str) -> None:
         self.shutdown()
         raise WorkerFailed(message)
 
@@ -143,6 +144,8 @@ class Supervisor:
                 p.process.join(5)
             else:  # reap the subprocesses of a worker that is already gone
                 _signal_group(p.process.pid, signal.SIGKILL)
+            for leaked in Path("/dev/shm").glob(f"pi0lab-{p.process.pid}-*"):  # rings of a killed env process
+                leaked.unlink(missing_ok=True)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -153,8 +156,8 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _device_env(device_type: str, device: int) -> dict[str, str]:
-    if device_type == "cuda":
-        return {"CUDA_VISIBLE_DEVICES": str(device), "MUJOCO_EGL_DEVICE_ID": "0", "EGL_DEVICE_ID": "0"}
+    if device_type == "cuda":  # EGL numbers the physical GPUs (robosuite asserts the id is a visible CUDA device)
+        return {"CUDA_VISIBLE_DEVICES": str(device), "MUJOCO_EGL_DEVICE_ID": str(device)}
     return {"CUDA_VISIBLE_DEVICES": ""}  # CPU slots: no process may grab a GPU
 
 

@@ -12,6 +12,7 @@ Groups (gloo carries control and CPU tensors; `tensor_backend` is NCCL on GPUs f
 
 import datetime
 import pickle
+import socket
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,7 @@ class World:
     groups: dict = field(default_factory=dict)  # name -> ProcessGroup (absent in a single process)
     store: dist.Store | None = None  # the supervisor's store (stop requests); None in one process or under torchrun
     tensor_backend: str = "gloo"
+    hosts: list[str] = field(default_factory=list)  # each rank's node (host name)
     _pending: dict = field(default_factory=dict)  # dst -> in-flight send works
     _buffers: dict = field(default_factory=dict)
 
@@ -61,7 +63,9 @@ class World:
             "sync": dist.new_group(sorted({actor[0], *separate_rollouts}), backend=tensor_backend)
                     if separate_rollouts else None,
         }
-        return cls(plan, rank, device, groups, control, tensor_backend)
+        hosts = [None] * plan.world_size
+        dist.all_gather_object(hosts, socket.gethostname())
+        return cls(plan, rank, device, groups, control, tensor_backend, hosts)
 
     # ------------------------------------------------------------------------------------ roles
 
@@ -101,6 +105,9 @@ class World:
         value = torch.tensor([float(flag)])
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
+
+    def same_node(self, rank: int) -> bool:
+        return not self.hosts or self.hosts[rank] == self.hosts[self.rank]
 
     def stop_signalled(self) -> bool:
         """Whether the supervisor asked the run to stop (Ctrl-C in the parent, Stop in a notebook)."""

@@ -13,6 +13,7 @@ the others' heartbeats in that store and exits (naming the culprit) when one sto
 (which the agent forwards) make every worker finish its iteration, and actor rank 0 writes the checkpoint.
 """
 
+import datetime
 import os
 import signal
 import threading
@@ -32,6 +33,8 @@ from pi0lab.train.evaluate import EvalResult, evaluate_policy
 from pi0lab.train.roles import build_envs, build_policy
 from pi0lab.train.trainer import IterationEvent, RLTrainer, TrainingLoop, _summary
 
+ACK_TIMEOUT = datetime.timedelta(days=7)  # a notebook may sit on an iteration's event for long
+
 
 def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -50,10 +53,16 @@ def run_worker(plan: RunPlan, rank: int, pg_store, control_store, report, cfg: D
         for event in trainer.iterate():
             if world.is_logger:
                 report(event)
+                if control_store is not None:  # like a generator: go on once the parent's consumer has taken it
+                    control_store.wait([ack_key(event.iteration)], ACK_TIMEOUT)
     finally:
         trainer.close()
         flush_spans()
         world.close()
+
+
+def ack_key(iteration: int) -> str:
+    return f"pi0lab/ack/{iteration}"
 
 
 def _stop_on_signals(trainer: TrainingLoop) -> None:
@@ -86,12 +95,18 @@ class PlacedTrainer:
         if self._stop_requested:
             self.supervisor.request_stop()
         self.supervisor.start()
+        messages = self.supervisor.messages()
         try:
-            for event in self.supervisor.messages():
+            for event in messages:
                 self.iteration = event.iteration
-                if self._stop_requested:
-                    self.supervisor.request_stop()
-                yield event
+                yield event  # the consumer may request_stop() here, before the workers go on
+                self.supervisor.store.set(ack_key(event.iteration), "1")
+        except GeneratorExit:  # the consumer left between iterations: stop there and checkpoint, as one process does
+            self.supervisor.request_stop()
+            self.supervisor.store.set(ack_key(self.iteration), "1")
+            for _ in messages:
+                pass
+            raise
         finally:
             self.supervisor.shutdown()
 

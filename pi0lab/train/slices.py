@@ -6,11 +6,18 @@ end` surface as a local `EnvRole`, so `collect_rollouts` runs unchanged); the en
 
     rollout -> env:  ("reset", k) | ("step", k, actions [n,C,7]) | ("end", k)
     env -> rollout:  obs (after reset) | (obs, rewards [n,C], terminated [n,C], truncated [n,C], info) (after step)
+
+When both processes are on one node, obs's images and states go through the slice's shared-memory ring
+(`pi0lab.runtime.ring`) and the message carries only the slot (and, once, the ring's name and shape);
+across nodes everything travels in the message (gloo send / recv).
 """
+
+import os
 
 import numpy as np
 
 from pi0lab.runtime.plan import Slice
+from pi0lab.runtime.ring import SLOTS, ObsRing
 from pi0lab.runtime.spans import span
 from pi0lab.runtime.world import World
 from pi0lab.train.roles import EnvRole
@@ -25,6 +32,7 @@ class RemoteEnvSlice:
         self.world = world
         self.index = piece.index
         self.env_rank = world.plan.env_ranks[piece.env_rank]
+        self.ring: ObsRing | None = None
 
     def send_reset(self) -> None:
         self.world.send_message(("reset", self.index), self.env_rank)
@@ -33,16 +41,66 @@ class RemoteEnvSlice:
         self.world.send_message(("step", self.index, actions), self.env_rank)
 
     def receive(self):
-        return self.world.receive_message(self.env_rank)
+        answer = self.world.receive_message(self.env_rank)
+        if isinstance(answer, tuple):  # after a step
+            return (self._observation(answer[0]), *answer[1:])
+        return self._observation(answer)
+
+    def _observation(self, obs: dict) -> dict:
+        if "_slot" not in obs:
+            return obs
+        if "_ring" in obs:
+            if self.ring is not None:
+                self.ring.close()
+            self.ring = ObsRing.attach(*obs.pop("_ring"))
+        return self.ring.read(obs.pop("_slot"), obs)
 
     def end(self) -> None:
         self.world.send_message(("end", self.index), self.env_rank)
 
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
 
-def serve_env_slices(world: World, envs: dict[int, EnvRole]) -> None:
+
+class EnvSlices:
+    """An env process's slices: their envs and, for rollouts on this node, their shared-memory rings."""
+
+    def __init__(self, world: World, envs: dict[int, EnvRole]):
+        self.world, self.envs = world, envs
+        self.rings: dict[int, ObsRing] = {}
+        self.steps: dict[int, int] = {}
+        self.announced: set[int] = set()
+        self.shapes: dict[int, tuple] = {}
+        for k, env in envs.items():
+            if world.same_node(world.plan.rollout_of_slice(k)):
+                shape = (f"pi0lab-{os.getpid()}-{k}", env.num_envs, env.envs.image_size, env.envs.state_dim)
+                self.rings[k], self.shapes[k] = ObsRing.create(*shape), shape
+
+    def pack(self, k: int, obs: dict) -> dict:
+        """obs as it travels: through slice k's ring when it has one."""
+        ring = self.rings.get(k)
+        if ring is None:
+            return obs
+        slot = self.steps.get(k, 0) % SLOTS
+        self.steps[k] = self.steps.get(k, 0) + 1
+        packed = {**ring.write(slot, obs), "_slot": slot}
+        if k not in self.announced:
+            packed["_ring"] = self.shapes[k]
+            self.announced.add(k)
+        return packed
+
+    def close(self) -> None:
+        for ring in self.rings.values():
+            ring.close()
+        for env in self.envs.values():
+            env.close()
+
+
+def serve_env_slices(world: World, slices: EnvSlices) -> None:
     """Answer the rollouts' commands for this process's slices (in slice order, round robin) until each slice's
     rollout has sent "end": one rollout window."""
-    plan = world.plan
+    plan, envs = world.plan, slices.envs
     active = sorted(envs)
     while active:
         for k in list(active):
@@ -56,11 +114,12 @@ def serve_env_slices(world: World, envs: dict[int, EnvRole]) -> None:
                 active.remove(k)
             elif kind == "reset":
                 with span("env"):
-                    answer = envs[k].reset()
+                    answer = slices.pack(k, envs[k].reset())
                 world.send_message(answer, src)
             elif kind == "step":
                 with span("env"):
-                    answer = envs[k].step(command[2])
+                    obs, *rest = envs[k].step(command[2])
+                    answer = (slices.pack(k, obs), *rest)
                 world.send_message(answer, src)
             else:
                 raise RuntimeError(f"env rank {world.rank}: unknown command {kind!r} from rank {src}")

@@ -34,7 +34,7 @@ from pi0lab.train.evaluate import EvalResult, evaluate_policy
 from pi0lab.train.loggers import MetricLogger
 from pi0lab.train.roles import EnvRole, RolloutRole, build_envs, build_policy
 from pi0lab.train.rollout import Timer, Trajectory, collect_rollouts, concat_trajectories
-from pi0lab.train.slices import RemoteEnvSlice, serve_env_slices
+from pi0lab.train.slices import EnvSlices, RemoteEnvSlice, serve_env_slices
 from pi0lab.train.update import ActorRole
 
 ENV_SEED_STRIDE = 10_000  # env slice k draws its tasks and inits from runner.seed + k * stride
@@ -241,7 +241,12 @@ class RLTrainer(TrainingLoop):
                     split.total_num_envs = piece.size
                     self.envs[piece.index] = EnvRole(split, seed=cfg.runner.seed + ENV_SEED_STRIDE * piece.index,
                                                      group_size=group_size)
+        self.env_server = EnvSlices(world, self.envs) if world.has("env") and not world.has("rollout") else None
         self.rollout = RolloutRole(self.policy, self.rollout_generator) if world.has("rollout") else None
+        self.served = []  # the env slices this rollout process acts for: its own envs, or remote ones
+        if world.has("rollout"):
+            self.served = [self.envs[p.index] if p.index in self.envs else RemoteEnvSlice(world, p)
+                           for p in plan.slices_of_rollout(plan.rollout_ranks.index(world.rank))]
         self.actor = ActorRole(self.policy, cfg.actor, algo, self.actor_generator, world) if world.has("actor") else None
         self.chunk = cfg.actor.model.num_action_chunks
         max_episode_steps = world.broadcast_from_env(
@@ -310,14 +315,14 @@ class RLTrainer(TrainingLoop):
         nothing for an env process (it steps its envs for remote rollouts until they end the window)."""
         world = self.world
         if not world.has("rollout"):
-            serve_env_slices(world, self.envs)
+            if self.env_server is not None:
+                serve_env_slices(world, self.env_server)
             return [], {}
-        served = world.plan.slices_of_rollout(world.plan.rollout_ranks.index(world.rank))
-        slices = [self.envs[p.index] if p.index in self.envs else RemoteEnvSlice(world, p) for p in served]
         start = time.perf_counter()
-        trajectories, times = collect_rollouts(slices, self.rollout, self.max_chunk_steps, on_step=on_step)
+        trajectories, times = collect_rollouts(self.served, self.rollout, self.max_chunk_steps, on_step=on_step)
         world.flush()
         times["time/window"] = time.perf_counter() - start
+        served = self.world.plan.slices_of_rollout(self.world.plan.rollout_ranks.index(self.world.rank))
         return [(p.index, traj) for p, traj in zip(served, trajectories)], times
 
     def actor_trainable(self) -> list[torch.nn.Parameter]:
@@ -400,8 +405,14 @@ class RLTrainer(TrainingLoop):
             env.envs.rng = np.random.default_rng([seed, k, 2])
 
     def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
+        if self.env_server is not None:
+            self.env_server.close()  # its envs and rings
+        else:
+            for env in self.envs.values():
+                env.close()
+        for piece in self.served:
+            if isinstance(piece, RemoteEnvSlice):
+                piece.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
 
