@@ -90,15 +90,13 @@ class RunPlan:
 def plan_run(cfg: DictConfig, cuda_devices: int = 0) -> RunPlan:
     """The processes of `cluster.component_placement` on `cluster.num_devices` devices, or a `PlanError`.
 
-    cuda_devices: GPUs visible on this node (0: devices are CPU slots).
+    cuda_devices: GPUs visible on this node (0: devices are CPU slots). Devices are numbered across nodes:
+    node n holds devices n * num_devices ... (n + 1) * num_devices - 1.
     """
     cluster = cfg.cluster
-    if cluster.num_nodes != 1:
-        raise PlanError(f"cluster.num_nodes={cluster.num_nodes}: a placed run on several nodes is launched by torchrun, "
-                        "one node per torchrun agent; set cluster.num_nodes=1 and cluster.num_devices to the devices "
-                        "of all nodes together")
+    total_devices = cluster.num_nodes * cluster.num_devices  # devices are numbered across the nodes
     try:
-        placement = parse_placement(cluster.component_placement, cluster.num_devices)
+        placement = parse_placement(cluster.component_placement, total_devices)
     except ValueError as err:
         raise PlanError(f"cluster.component_placement: {err}") from None
     groups = _placement_groups(cluster.component_placement)
@@ -111,6 +109,9 @@ def plan_run(cfg: DictConfig, cuda_devices: int = 0) -> RunPlan:
     device_type = "cuda" if cuda_devices > 0 else "cpu"
     if device_type == "cuda":
         _check_cuda(plan_workers, cluster.num_devices, cuda_devices)
+    if cluster.num_nodes > 1 and len(plan_workers) % cluster.num_nodes:
+        raise PlanError(f"{len(plan_workers)} processes do not split over cluster.num_nodes={cluster.num_nodes} "
+                        "torchrun agents (--nproc-per-node must be the same on every node)")
 
     num_env, num_rollout, num_actor = (sum(c in w.components for w in plan_workers) for c in COMPONENTS)
     stages = cfg.rollout.pipeline_stage_num
@@ -162,8 +163,8 @@ def _placement_groups(component_placement) -> list[tuple[str, ...]]:
 
 def _check_cuda(workers: tuple[Worker, ...], num_devices: int, cuda_devices: int) -> None:
     if num_devices > cuda_devices:
-        raise PlanError(f"cluster.num_devices={num_devices} but this node has {cuda_devices} CUDA device(s): "
-                        "lower cluster.num_devices (or run on CPU slots, without CUDA)")
+        raise PlanError(f"cluster.num_devices={num_devices} (per node) but this node has {cuda_devices} CUDA "
+                        "device(s): lower cluster.num_devices (or run on CPU slots, without CUDA)")
     by_device: dict[int, list[Worker]] = {}
     for w in workers:
         if "env" not in w.components or len(w.components) > 1:

@@ -414,7 +414,7 @@ def check_consistency(cfg: DictConfig) -> None:
         if backend not in LOGGER_BACKENDS:
             fail(f"runner.logger.logger_backends: unknown backend {backend!r}; valid: {', '.join(LOGGER_BACKENDS)}")
     try:
-        parse_placement(cfg.cluster.component_placement, cfg.cluster.num_devices)
+        parse_placement(cfg.cluster.component_placement, cfg.cluster.num_nodes * cfg.cluster.num_devices)
     except ValueError as err:
         fail(f"cluster.component_placement: {err}")
     if cfg.rollout.pipeline_stage_num < 1:

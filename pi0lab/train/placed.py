@@ -44,7 +44,7 @@ def run_worker(plan: RunPlan, rank: int, pg_store, control_store, report, cfg: D
     """One process of a placed run: join the group, build this rank's roles, iterate; actor rank 0 reports
     each iteration's event (metrics, checkpoint, evaluation)."""
     torch.set_num_threads(threads)
-    device = torch.device("cuda:0" if plan.device_type == "cuda" else "cpu")  # the one GPU this process sees
+    device = torch.device("cuda", torch.cuda.current_device()) if plan.device_type == "cuda" else torch.device("cpu")
     world = World.join(plan, rank, pg_store, device, control=control_store)
     start_spans(Path(cfg.runner.logger.log_path) / "spans" / f"rank_{rank:03d}.jsonl", world.name(), rank)
     trainer = RLTrainer(cfg, resume=resume, progress=False, world=world)
@@ -77,6 +77,10 @@ class PlacedTrainer:
 
     def __init__(self, cfg: DictConfig, resume: bool | str | None = None, progress: bool = True, threads: int = 1):
         self.cfg = cfg
+        if cfg.cluster.num_nodes > 1:
+            raise ValueError(f"cluster.num_nodes={cfg.cluster.num_nodes}: start a run on several nodes with torchrun on "
+                             "each node (`torchrun --nnodes=N --nproc-per-node=P --rdzv-backend=c10d ... -m pi0lab "
+                             "train CONFIG`); `pi0lab train` alone starts the processes of one node")
         self.plan = plan_run(cfg, cuda_device_count())
         self.resume = resume
         self.progress = progress
@@ -172,9 +176,14 @@ def run_torchrun_worker(cfg: DictConfig, resume: bool | None, threads: int = 1) 
     if world_size != plan.world_size:
         raise ValueError(f"torchrun started {world_size} processes, but cluster.component_placement plans "
                          f"{plan.world_size}:\n{plan.describe()}\nset --nnodes x --nproc-per-node to {plan.world_size}")
-    if plan.device_type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
+    node, per_node = int(os.environ.get("GROUP_RANK", 0)), cfg.cluster.num_devices
+    if plan.workers[rank].device // per_node != node:
+        raise ValueError(f"torchrun made rank {rank} ({','.join(plan.workers[rank].components)} on device "
+                         f"{plan.workers[rank].device}) a process of node {node}, which holds devices "
+                         f"{node * per_node}-{(node + 1) * per_node - 1}: order cluster.component_placement so that "
+                         f"ranks fill the nodes in turn:\n{plan.describe()}")
+    if plan.device_type == "cuda":  # the plan's device on this node (devices are numbered across nodes)
+        torch.cuda.set_device(plan.workers[rank].device % cfg.cluster.num_devices)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           use_libuv=False)
     _start_heartbeats(store, rank, plan)

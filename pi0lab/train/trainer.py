@@ -282,7 +282,8 @@ class RLTrainer(TrainingLoop):
             if recorder is not None:
                 video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes()
             if world.has("rollout") or world.has("actor"):
-                with timer("time/exchange"):
+                # a process without a rollout mostly waits here for the rollouts' windows
+                with timer("time/exchange", "exchange" if world.has("rollout") else "exchange wait"):
                     parts = world.exchange((local, times))
                 for name in ("time/env", "time/rollout", "time/window"):  # the slowest rollout process sets the pace
                     timer.totals[name] = timer.totals.get(name, 0.0) + max(t.get(name, 0.0) for _, t in parts)
