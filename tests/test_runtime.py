@@ -274,14 +274,22 @@ def _supervised(fault):
     return supervisor, messages, pids
 
 
-def _all_gone(pids):
-    for pid in pids.values():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        return False
-    return True
+def _all_gone(pids, within_s: float = 5.0) -> bool:
+    """Whether every pid has ended (and is not a zombie) within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids.values():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(") ")[-1][0] != "Z":
+                        alive.append(pid)
+            except FileNotFoundError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.mark.parametrize("fault, sig, words", [
@@ -318,3 +326,25 @@ def test_killing_a_worker_of_a_real_run_ends_the_run(random_nano_checkpoint, tmp
             pass
     assert time.monotonic() - start < 10.0
     assert _all_gone(pids)
+
+
+def test_ctrl_c_in_the_parent_finishes_the_iteration_checkpoints_and_ends_every_worker(random_nano_checkpoint, tmp_path):
+    overrides = [f"actor.model.model_path={random_nano_checkpoint}", f"runner.logger.log_path={tmp_path}",
+                 "env.train.task_suite_name=tabletop_goal", "env.train.total_num_envs=8",
+                 "env.train.video_cfg.save_video=false", "runner.max_epochs=100", "runner.val_check_interval=-1",
+                 "runner.save_interval=-1", "actor.global_batch_size=32", "actor.micro_batch_size=8",
+                 "algorithm.update_epoch=1", *SHAPES["disaggregated"]]
+    parent = subprocess.Popen([sys.executable, "-m", "pi0lab", "train", "tabletop_ppo_nano", *overrides],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in parent.stdout:  # the first finished iteration
+        if line.startswith("iter"):
+            break
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+    parent.send_signal(signal.SIGINT)
+    rest = parent.communicate(timeout=120)[0]
+    assert parent.returncode == 0, rest
+    assert "stopping after this iteration" in rest
+    stopped_at = int(latest_checkpoint(tmp_path).name.removeprefix("step_"))
+    assert 1 <= stopped_at < 100
+    assert _all_gone({i: int(pid) for i, pid in enumerate(children)})
