@@ -31,7 +31,7 @@ from pi0lab.runtime.world import World
 from pi0lab.train.checkpoint import latest_checkpoint
 from pi0lab.train.evaluate import EvalResult, evaluate_policy
 from pi0lab.train.roles import build_envs, build_policy
-from pi0lab.train.trainer import IterationEvent, RLTrainer, TrainingLoop, _summary
+from pi0lab.train.trainer import IterationEvent, RLTrainer, TrainingLoop, _summary, run_with_ctrl_c
 
 ACK_TIMEOUT = datetime.timedelta(days=7)  # a notebook may sit on an iteration's event for long
 
@@ -116,25 +116,7 @@ class PlacedTrainer:
 
     def run(self, label: str = "") -> dict[str, float]:
         """Iterate to the end; the first Ctrl-C finishes the iteration in every process, checkpoints and ends."""
-        last: dict[str, float] = {}
-
-        def on_interrupt(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            print("\nstopping after this iteration (Ctrl-C again to end every process without saving it)", flush=True)
-            self.request_stop()
-
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
-        try:
-            for event in self.iterate():
-                last = event.metrics
-                if self.progress:
-                    print(label + _summary(event), flush=True)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-        return last
+        return run_with_ctrl_c(self.iterate(), lambda: self._stop_requested, self.request_stop, self.progress, label)
 
     def request_stop(self) -> None:
         self._stop_requested = True

@@ -136,26 +136,11 @@ class TrainingLoop:
     def run(self, label: str = "") -> dict[str, float]:
         """Iterate to the end; the first Ctrl-C finishes the current iteration, saves and stops.
         `label` starts each progress line (to tell runs apart that print side by side)."""
-        last: dict[str, float] = {}
-
-        def on_interrupt(signum, frame):
-            if self._stop.is_set():
-                raise KeyboardInterrupt
-            print("\nstopping after this iteration (Ctrl-C again to abort without saving it)", flush=True)
-            self._stop.set()
-
-        previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
-            for event in self.iterate():
-                last = event.metrics
-                if self.progress:
-                    print(label + _summary(event), flush=True)
+            return run_with_ctrl_c(self.iterate(), self._stop.is_set, self.request_stop, self.progress, label)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
             if self.logger is not None:
                 self.logger.close()
-        return last
 
     def request_stop(self) -> None:
         """Stop after the iteration in progress (safe from another thread, e.g. a notebook button)."""
@@ -418,8 +403,28 @@ class RLTrainer(TrainingLoop):
             self._eval_envs.close()
 
 
-def _step_name(iteration: int) -> str:
-    return f"step_{iteration:06d}"
+def run_with_ctrl_c(events, stopping, request_stop, progress: bool, label: str = "") -> dict[str, float]:
+    """Consume a trainer's events, printing a line per iteration; the first Ctrl-C calls `request_stop()` (the
+    iteration finishes and checkpoints), a second one raises KeyboardInterrupt. Returns the last metrics."""
+    last: dict[str, float] = {}
+
+    def on_interrupt(signum, frame):
+        if stopping():
+            raise KeyboardInterrupt
+        print("\nstopping after this iteration (Ctrl-C again to abort without saving it)", flush=True)
+        request_stop()
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+    try:
+        for event in events:
+            last = event.metrics
+            if progress:
+                print(label + _summary(event), flush=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return last
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
