@@ -91,12 +91,24 @@ class Notebook:
         self.path = path
 
     def wait_for_idle_kernel(self, timeout_s: float = 120) -> None:
-        self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=timeout_s * 1000)
+        """Wait until the notebook's kernel is started and idle. The toolbar's execution indicator says idle
+        already while the status bar still says "No Kernel | Initializing", so both are read."""
+        self.page.wait_for_function(
+            "() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'"
+            " && [...document.querySelectorAll('#jp-main-statusbar .jp-StatusBar-TextItem')]"
+            ".some(e => / \\| Idle$/.test(e.textContent) && !e.textContent.startsWith('No Kernel'))",
+            timeout=timeout_s * 1000)
 
-    def run_all(self) -> None:
-        """Run -> Run All Cells, from the menu bar."""
+    def run_all(self, start_timeout_s: float = 60) -> None:
+        """Run -> Run All Cells, from the menu bar; returns once the first code cell has started."""
         self.page.locator(".lm-MenuBar-item", has_text="Run").click()
         self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        deadline = time.monotonic() + start_timeout_s
+        while self.prompts()[:1] == ["[ ]:"]:
+            if time.monotonic() > deadline:
+                self.screenshot("not-started")
+                raise TimeoutError(f"{self.path}: Run All Cells did not start the first cell in {start_timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def prompts(self) -> list[str]:
         """The input prompts of the code cells: '[3]:' ran, '[*]:' running or queued, '[ ]:' not run."""
