@@ -1,4 +1,5 @@
-"""Videos in the lab: per-episode evaluation videos, the VideoViewer's picking widgets, the gallery."""
+"""Videos in the lab and the evaluation views: per-episode evaluation videos, the VideoViewer's picking widgets,
+the gallery of successes and failures, per-task bars."""
 
 import imageio.v2 as imageio
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pi0lab.envs.video import compose_frame, encode_mp4
-from pi0lab.lab import VideoViewer, episode_gallery
+from pi0lab.lab import VideoViewer, episode_gallery, task_success_figure
 from pi0lab.train.config import load_config
 from pi0lab.train.evaluate import EvalResult, evaluate_checkpoint
 from pi0lab.train.trainer import RLTrainer
@@ -125,3 +126,13 @@ def test_gallery_splits_successes_from_failures(tmp_path):
                                                                      paths[(1, 0)].read_bytes()]
     with pytest.raises(ValueError, match="video_dir"):
         episode_gallery(EvalResult("tabletop_goal", successes={0: [True]}))
+
+
+def test_task_bars_show_each_suites_tasks_with_counts():
+    results = {"tabletop_goal": EvalResult("tabletop_goal", successes={0: [True, False], 3: [True, True]},
+                                           descriptions={0: "open the drawer", 3: "turn on the stove"}),
+               "tabletop_spatial": EvalResult("tabletop_spatial", successes={1: [False]}, descriptions={1: "pick"})}
+    goal, spatial = task_success_figure(results).data
+    assert goal.x == ("tabletop_goal<br>task 0", "tabletop_goal<br>task 3") and goal.y == (50.0, 100.0)
+    assert goal.text == ("1/2", "2/2") and goal.hovertext == ("open the drawer", "turn on the stove")
+    assert spatial.name == "tabletop_spatial" and spatial.y == (0.0,)
