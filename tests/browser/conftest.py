@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lab_browser import (CHROMIUM, CHROMIUM_ARGS, REPO, JupyterLab, Notebook, browser_missing_reason, free_port,
-                         stop_server, wait_for_server, write_settings)
+from lab_browser import (CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, JupyterLab, Notebook, browser_missing_reason,
+                         free_port, stop_server, wait_for_server, write_settings)
 
 
 @pytest.hookimpl(trylast=True)
@@ -67,14 +67,15 @@ def lab(tmp_path_factory):
     with open(log, "w") as log_file:
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-             "--ServerApp.token=", "--ServerApp.disable_check_xsrf=True", f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"],
+             "--ServerApp.token=", "--ServerApp.disable_check_xsrf=True", f"--port={port}",
+             "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     playwright = None
     try:
         wait_for_server(url, server, log)
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield JupyterLab(url, root, browser, log)
+        yield JupyterLab(url, root, browser.new_context(viewport=VIEWPORT), log)
         browser.close()
     finally:
         if playwright is not None:

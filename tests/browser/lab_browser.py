@@ -29,6 +29,7 @@ LAB_SETTINGS = {
                                                                           "checkForUpdates": False},
 }
 SERVER_START_TIMEOUT_S = 120
+VIEWPORT = {"width": 1280, "height": 1000}
 # The marks of an error in an output area: a Python traceback (IPython's and the interpreter's both say it)
 # and ipywidgets' message for a widget the page could not draw.
 ERROR_MARKS = ("Traceback (most recent call last)", "Error displaying widget")
@@ -59,16 +60,17 @@ def _get_json(url: str):
 
 @dataclass
 class JupyterLab:
-    """A running JupyterLab server (serving `root`) and a Chromium browser."""
+    """A running JupyterLab server (serving `root`) and a Chromium browser context (one HTTP cache for all
+    pages, so JupyterLab's scripts load once)."""
 
     url: str
     root: Path
-    browser: object  # playwright Browser
+    context: object  # playwright BrowserContext
     log: Path
 
     def open(self, path: str) -> Notebook:
         """Open the notebook at `path` (relative to `root`) in a new page, in a workspace of its own."""
-        page = self.browser.new_page(viewport={"width": 1280, "height": 1000})
+        page = self.context.new_page()
         workspace = re.sub(r"[^A-Za-z0-9]+", "-", path)
         page.goto(f"{self.url}/lab/workspaces/{workspace}/tree/{path}")
         notebook = Notebook(page, path)
@@ -119,7 +121,7 @@ class Notebook:
         deadline = time.monotonic() + timeout_s
         while True:
             prompts = self.prompts()
-            if prompts and "[*]:" not in prompts and prompts[0] != "[ ]:":
+            if "[*]:" not in prompts:
                 return
             if time.monotonic() > deadline:
                 self.screenshot("timeout")
@@ -160,14 +162,14 @@ class Notebook:
         """The whole notebook, top to bottom: the viewport grows to the notebook's height (at most 12000 px)."""
         height = self.page.evaluate("() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer')]"
                                     ".map(e => e.scrollHeight), 1000)")
-        self.page.set_viewport_size({"width": 1280, "height": min(height + 200, 12000)})
+        self.page.set_viewport_size({"width": VIEWPORT["width"], "height": min(height + 200, 12000)})
         self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => { "
                            "document.querySelectorAll('.jp-WindowedPanel-outer').forEach(e => e.scrollTop = 0); "
                            "requestAnimationFrame(r); }))")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{Path(self.path).stem}-{label}.png"
         self.page.screenshot(path=path)
-        self.page.set_viewport_size({"width": 1280, "height": 1000})
+        self.page.set_viewport_size(VIEWPORT)
         return path
 
     def close(self) -> None:
