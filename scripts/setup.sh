@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: headless GL for LIBERO's MuJoCo renderer (EGL / Mesa).
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 libglib2.0-0)
+# Debian packages: headless GL for LIBERO's MuJoCo renderer (EGL / Mesa); Chromium and a font for the
+# real-browser tests (Playwright drives /usr/bin/chromium; it cannot download a browser here).
+APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 libglib2.0-0 chromium fonts-dejavu-core)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "warning: missing Debian packages (needed for LIBERO only): ${missing[*]}" >&2
+    echo "warning: missing Debian packages (needed for LIBERO and the browser tests only): ${missing[*]}" >&2
     echo "         install them with: sudo apt-get install ${missing[*]}" >&2
   fi
 fi

@@ -1,5 +1,6 @@
 """Rollout videos: chosen envs' main view (optionally the wrist view beside it), an optional text
-banner (instruction, step, reward, success), encoded as mp4 (H.264, yuv420p) with imageio-ffmpeg.
+banner (instruction; step, the chunk's reward, the episode's return so far, success; the camera names),
+encoded as mp4 (H.264, yuv420p) with imageio-ffmpeg.
 
     recorder = VideoRecorder(env_ids=[0, 3], video_base_dir="runs/videos", with_wrist=True)
     obs = env.reset(); recorder.add(obs)
@@ -43,9 +44,23 @@ def _banner(width: int, lines: list[str]) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def _label(view: np.ndarray, name: str) -> np.ndarray:
+    """The view with `name` in white on a black box in its top-left corner."""
+    canvas = Image.fromarray(view)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((3, 1), name, font=font)
+    draw.rectangle((0, 0, right + 3, bottom + 2), fill=(0, 0, 0))
+    draw.text((3, 1), name, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
 def compose_frame(main: np.ndarray, wrist: np.ndarray | None, view_size: int, text: list[str] | None) -> np.ndarray:
-    """One video frame: [main | wrist] scaled to view_size each, with an optional text banner below."""
+    """One video frame: [main | wrist] scaled to view_size each; with text, each view is labelled with its
+    camera's name and the text banner goes below."""
     views = [_upscale(main, view_size)] + ([_upscale(wrist, view_size)] if wrist is not None else [])
+    if text is not None:
+        views = [_label(view, name) for view, name in zip(views, ("main", "wrist"))]
     frame = np.concatenate(views, axis=1)
     if text is not None:
         frame = np.concatenate([frame, _banner(frame.shape[1], text)], axis=0)
@@ -92,9 +107,11 @@ class VideoRecorder:
             if self.info_on_video:
                 step = int(info["episode_len"][i]) if info is not None else 0
                 reward = float(np.sum(rewards[i])) if rewards is not None else 0.0
+                episode_return = float(info["return"][i]) if info is not None else 0.0
                 success = bool(info["success_once"][i]) if info is not None else False
                 instruction = textwrap.wrap(obs["task_descriptions"][i], width=self.view_size * (1 + self.with_wrist) // 6)
-                text = instruction[: BANNER_LINES - 1] + [f"step {step}   reward {reward:.1f}   success {'yes' if success else 'no'}"]
+                text = instruction[: BANNER_LINES - 1] + [f"step {step}  reward {reward:.1f}  return {episode_return:.1f}  "
+                                                          f"success {'yes' if success else 'no'}"]
             wrist = obs["wrist_images"][i] if self.with_wrist else None
             self.frames[i].append(compose_frame(obs["main_images"][i], wrist, self.view_size, text))
 

@@ -5,6 +5,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pi0lab.train.evaluate import EvalResult
+
 
 def metric_figure(records: list[dict], names: list[str], columns: int = 3, title: str | None = None) -> go.Figure:
     """One small line plot per metric name, x = step; records are `read_metrics` rows ({"step": s, name: v})."""
@@ -25,4 +27,18 @@ def success_figure(rates: dict[str, dict[str, float]], title: str = "Success rat
     for model, cells in rates.items():
         fig.add_trace(go.Bar(name=model, x=list(cells), y=[100 * v for v in cells.values()]))
     fig.update_layout(barmode="group", yaxis=dict(title="success %", range=[0, 100]), title=title, height=350)
+    return fig
+
+
+def task_success_figure(results: dict[str, EvalResult], title: str = "Success per task") -> go.Figure:
+    """One bar per task of each evaluated suite (one colour per suite): success % with the episode count on
+    the bar and the task's instruction on hover; results are `evaluate_checkpoint` results by suite."""
+    fig = go.Figure()
+    for suite, result in results.items():
+        tasks = sorted(result.successes)
+        fig.add_trace(go.Bar(
+            name=suite, x=[f"{suite}<br>task {t}" for t in tasks], y=[100 * result.per_task[t] for t in tasks],
+            text=[f"{sum(result.successes[t])}/{len(result.successes[t])}" for t in tasks],
+            hovertext=[result.descriptions[t] for t in tasks]))
+    fig.update_layout(yaxis=dict(title="success %", range=[0, 100]), title=title, height=380)
     return fig

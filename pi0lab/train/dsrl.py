@@ -414,10 +414,10 @@ class DSRLTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
+    def _score(self, envs, num_episodes: int, on_step, on_round) -> EvalResult:
         """Success with the noise policy's mean noise (deterministic) on the pairs `RLTrainer` scores."""
         return evaluate(lambda obs: self.act(obs)["env_actions"], envs, num_episodes, self.chunk, on_step=on_step,
-                        progress=self.progress)
+                        on_round=on_round, progress=self.progress)
 
     # ------------------------------------------------------------------------------------- checkpoints
 

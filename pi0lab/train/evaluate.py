@@ -5,14 +5,17 @@ init state k // num_tasks, so any number of episodes covers the tasks evenly and
 the same count score exactly the same pairs.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pi0lab.envs import VectorEnv
+from pi0lab.envs.video import VideoRecorder, encode_mp4
 
 
 @dataclass
@@ -21,6 +24,7 @@ class EvalResult:
     successes: dict[int, list[bool]] = field(default_factory=dict)  # task id -> one flag per episode
     episode_lens: list[int] = field(default_factory=list)
     descriptions: dict[int, str] = field(default_factory=dict)
+    videos: dict[tuple[int, int], Path] = field(default_factory=dict)  # (task, init state) -> mp4, when recorded
 
     @property
     def per_task(self) -> dict[int, float]:
@@ -35,6 +39,10 @@ class EvalResult:
     def num_episodes(self) -> int:
         return sum(len(flags) for flags in self.successes.values())
 
+    def success(self, task: int, init_state: int) -> bool:
+        """The outcome of pair (task, init state): pairs of a task are scored in init-state order 0, 1, ..."""
+        return self.successes[task][init_state]
+
 
 def evaluation_pairs(num_episodes: int, num_tasks: int, num_init_states: Callable[[int], int]) -> list[tuple[int, int]]:
     """The first `num_episodes` (task, init state) pairs in task-major order."""
@@ -46,6 +54,45 @@ def evaluation_pairs(num_episodes: int, num_tasks: int, num_init_states: Callabl
                              f"which has only {num_init_states(task)}")
         pairs.append((task, init))
     return pairs
+
+
+class EpisodeVideos:
+    """One mp4 per scored episode of `evaluate`: `<video_dir>/<prefix>_task<t>_init<i>.mp4` (main and wrist
+    views; the banner shows the instruction, step, reward, return and success).
+
+    Pass `add` as evaluate's `on_step` and `start_round` as its `on_round`, then call `finish()`; `paths` maps
+    (task, init state) -> file. Only `env_ids` are recorded (env i of a round plays pair start + i), one round
+    at a time, so memory holds one round's frames.
+    """
+
+    def __init__(self, video_dir: str | os.PathLike, prefix: str, pairs: list[tuple[int, int]], env_ids,
+                 info_on_video: bool = True, view_size: int = 256):
+        self.video_dir = Path(video_dir)
+        self.prefix = prefix
+        self.pairs = pairs
+        self.recorder = VideoRecorder(env_ids, info_on_video=info_on_video, with_wrist=True, view_size=view_size)
+        self.round_start: int | None = None
+        self.paths: dict[tuple[int, int], Path] = {}
+
+    def add(self, obs: dict, rewards: np.ndarray, info: dict) -> None:
+        self.recorder.add(obs, rewards, info)
+
+    def start_round(self, start: int) -> None:
+        self.finish()
+        self.round_start = start
+
+    def finish(self) -> None:
+        """Write the videos of the round in progress (spare envs that replay pair 0 unscored are left out)."""
+        if self.round_start is not None:
+            self.video_dir.mkdir(parents=True, exist_ok=True)
+            for i in self.recorder.env_ids:
+                if self.round_start + i < len(self.pairs):
+                    task, init = self.pairs[self.round_start + i]
+                    path = self.video_dir / f"{self.prefix}_task{task:02d}_init{init:02d}.mp4"
+                    encode_mp4(self.recorder.frames[i], path, self.recorder.fps)
+                    self.paths[(task, init)] = path
+        self.recorder.clear()
+        self.round_start = None
 
 
 def evaluate(
@@ -133,24 +180,29 @@ def evaluate_policy(
     on_step: Callable[[dict, np.ndarray, dict], None] | None = None,
     progress: bool = True,
     reseed_each_round: bool = False,
+    on_round: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Score a `Pi0Policy` with its deterministic ODE sampler (initial noise from a generator seeded `seed`).
 
     reseed_each_round: restart the generator before each round, from (seed, the round's first pair), so
     that two runs on the same pairs draw the same noise for each pair's k-th chunk even when their rounds
     last different numbers of chunks (default False: one generator for the whole run, as `pi0lab eval`).
+    on_step, on_round: as in `evaluate` (an `EpisodeVideos` fits).
     """
     generator = torch.Generator(policy.device).manual_seed(seed)
 
-    def reseed(start: int) -> None:
-        generator.manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1, np.uint64)[0]))
+    def start_round(start: int) -> None:
+        if reseed_each_round:
+            generator.manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1, np.uint64)[0]))
+        if on_round is not None:
+            on_round(start)
 
     was_training = policy.training
     policy.eval()
     try:
         return evaluate(lambda obs: policy.rollout(obs, deterministic=True, generator=generator)["actions"].cpu().numpy(),
                         envs, num_episodes, policy.action_chunk, on_step=on_step, progress=progress,
-                        on_round=reseed if reseed_each_round else None)
+                        on_round=start_round)
     finally:
         policy.train(was_training)
 
@@ -168,10 +220,12 @@ def evaluate_checkpoint(
     precision: str = "fp32",
     initial_noise: str = "gaussian",
     privileged_state: bool = False,
+    video_dir: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler
     (started from x_1 ~ N(0, I), or from x_1 = 0 with initial_noise="zero": then the score is deterministic).
-    `privileged_state`: the tabletop's state-based control, for checkpoints trained with it."""
+    `privileged_state`: the tabletop's state-based control, for checkpoints trained with it.
+    `video_dir`: also write every episode's video there (`EpisodeVideos`, 128 px views), listed in `result.videos`."""
     from pi0lab.envs import make_env
     from pi0lab.models.policy import Pi0Policy
 
@@ -180,7 +234,16 @@ def evaluate_checkpoint(
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     envs = make_env(suite, min(num_envs, num_episodes), image_size=image_size or policy.model.config.vision.image_size,
                     seed=seed, privileged_state=privileged_state)
+    videos = None
+    if video_dir is not None:
+        pairs = evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states)
+        videos = EpisodeVideos(video_dir, suite, pairs, range(envs.num_envs), view_size=128)
     try:
-        return evaluate_policy(policy, envs, num_episodes, seed, progress=progress)
+        result = evaluate_policy(policy, envs, num_episodes, seed, progress=progress,
+                                 on_step=videos and videos.add, on_round=videos and videos.start_round)
     finally:
         envs.close()
+    if videos is not None:
+        videos.finish()
+        result.videos = videos.paths
+    return result

@@ -30,7 +30,7 @@ from pi0lab.runtime.spans import flush_spans, span, start_spans
 from pi0lab.runtime.world import World
 from pi0lab.train.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint_state, rng_state,
                                      save_checkpoint, set_rng_state)
-from pi0lab.train.evaluate import EvalResult, evaluate_policy
+from pi0lab.train.evaluate import EpisodeVideos, EvalResult, evaluate_policy, evaluation_pairs
 from pi0lab.train.loggers import MetricLogger
 from pi0lab.train.roles import EnvRole, RolloutRole, build_envs, build_policy
 from pi0lab.train.rollout import Timer, Trajectory, collect_rollouts, concat_trajectories
@@ -67,7 +67,7 @@ class TrainingLoop:
 
     A subclass builds its parts after `super().__init__` (`self.resume_from` is the checkpoint to restore, or
     None), sets `self.logger`, and implements `_one_iteration() -> IterationEvent`, `save() -> Path` and
-    `_score(envs, num_episodes, on_step) -> EvalResult` (its deterministic policy on the fixed pairs).
+    `_score(envs, num_episodes, on_step, on_round) -> EvalResult` (its deterministic policy on the fixed pairs).
     """
 
     def __init__(self, cfg: DictConfig, resume: bool | str | None, progress: bool):
@@ -91,22 +91,29 @@ class TrainingLoop:
         """Whether to stop before the next iteration (a placed run decides it for all its processes at once)."""
         return self._stop.is_set()
 
-    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
+    def _score(self, envs, num_episodes: int, on_step, on_round) -> EvalResult:
         raise NotImplementedError
 
     def save(self) -> Path:
         raise NotImplementedError
 
     def evaluate(self, num_episodes: int | None = None) -> EvalResult:
-        """The deterministic policy's success on the fixed (task, init) pairs of `env.eval` (video of env 0)."""
+        """The deterministic policy's success on the fixed (task, init) pairs of `env.eval`; with save_video, the
+        episodes env 0 plays (one per round) go to `eval_iter_<iteration>_task<t>_init<i>.mp4`."""
         split = self.cfg.env.eval
         if self._eval_envs is None:
             self._eval_envs = build_envs(split, seed=self.cfg.runner.seed)
-        recorder = self._recorder("eval")
-        result = self._score(self._eval_envs, num_episodes or split.num_episodes or split.total_num_envs,
-                             recorder.add if recorder else None)
-        if recorder is not None:
-            recorder.save(f"eval_iter_{self.iteration:06d}")
+        envs = self._eval_envs
+        num_episodes = num_episodes or split.num_episodes or split.total_num_envs
+        videos = None
+        if split.video_cfg.save_video:
+            videos = EpisodeVideos(split.video_cfg.video_base_dir, f"eval_iter_{self.iteration:06d}",
+                                   evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states), [0],
+                                   info_on_video=split.video_cfg.info_on_video)
+        result = self._score(envs, num_episodes, videos and videos.add, videos and videos.start_round)
+        if videos is not None:
+            videos.finish()
+            result.videos = videos.paths
         return result
 
     # ------------------------------------------------------------------------------------- loop
@@ -183,7 +190,7 @@ class TrainingLoop:
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
 
     def _recorder(self, split: str) -> VideoRecorder | None:
-        """Records env 0 of the split (every episode it plays, one frame per chunk) when save_video is on."""
+        """Records env 0 of a training rollout (one frame per chunk) when save_video is on."""
         video_cfg = self.cfg.env[split].video_cfg
         if not video_cfg.save_video:
             return None
@@ -331,10 +338,10 @@ class RLTrainer(TrainingLoop):
         """The logging process scores the policy (other processes of a placed run return None)."""
         return super().evaluate(num_episodes) if self.world.is_logger else None
 
-    def _score(self, envs, num_episodes: int, on_step) -> EvalResult:
+    def _score(self, envs, num_episodes: int, on_step, on_round) -> EvalResult:
         """The current policy with the ODE sampler (`TrainingLoop.evaluate` picks the pairs)."""
         return evaluate_policy(self.policy, envs, num_episodes, self.cfg.runner.seed, on_step=on_step,
-                               progress=self.progress)
+                               on_round=on_round, progress=self.progress)
 
     # ------------------------------------------------------------------------------------- checkpoints
 
