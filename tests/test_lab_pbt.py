@@ -62,8 +62,8 @@ def test_a_loser_continues_from_the_winners_checkpoint_with_its_own_values_and_r
     moments = lambda state: [s["exp_avg"] for s in state["optimizer"]["state"].values()]
     assert all(torch.equal(a, b) for a, b in zip(moments(source_state), moments(start_state)))
     assert start_state["optimizer"]["param_groups"][0]["lr"] == after.values["actor.optim.lr"]
-    assert not torch.equal(source_state["rollout_generator"], start_state["rollout_generator"])
-    assert start_state["env_rng"] != source_state["env_rng"]
+    assert not torch.equal(source_state["processes"][0]["rollout_generator"], start_state["processes"][0]["rollout_generator"])
+    assert start_state["processes"][0]["envs"] != source_state["processes"][0]["envs"]
     assert (tmp_path / f"member_{loser}" / "checkpoints" / "latest").read_text().strip() == "step_000002"
 
     fig = lineage_figure(lineage)
