@@ -96,9 +96,9 @@ class PlacedTrainer:
     def iterate(self):
         """Start the workers and yield each iteration's `IterationEvent` until they finish (or one fails)."""
         self.supervisor = Supervisor(self.plan, run_worker, (self.cfg, self.resume, self.threads))
-        if self._stop_requested:
-            self.supervisor.request_stop()
         self.supervisor.start()
+        if self._stop_requested:  # asked before the workers started: they run no iteration
+            self.supervisor.request_stop()
         messages = self.supervisor.messages()
         try:
             for event in messages:
