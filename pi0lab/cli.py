@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--pruner", choices=["median", "sha", "none"], default="median",
                       help="median or successive halving (sha), both after a warm-up of a third of the "
                            "iterations (default: %(default)s)")
+    tune.add_argument("--processes", type=int, default=1,
+                      help="trials run at once, each worker process taking its share of --trials one after another "
+                           "(default: %(default)s)")
 
     evaluate = commands.add_parser("eval", help="success rate of a checkpoint, per task and per suite",
                                    description="Evaluate a checkpoint with the ODE sampler on fixed (task, init) pairs "
@@ -166,30 +169,66 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
+    import optuna
+
     from pi0lab.lab.search import parse_search
     from pi0lab.lab.study import TuningStudy
     from pi0lab.train.config import ConfigError
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial of its own, and the table
     try:  # bad input, found before or when the first trial starts: one line, exit 2
         if args.trials < 1:
             raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be >= 1, got {args.processes}")
         if not args.search:
             raise ConfigError("nothing to search: give at least one --search KEY=SPEC (e.g. actor.optim.lr=log:1e-6:1e-4)")
         study = TuningStudy(args.config, args.overrides, [parse_search(s) for s in args.search], args.study,
                             args.storage, args.pruner)
-        previous = signal.signal(signal.SIGINT, lambda *_: _stop_study(study))
-        try:
-            study.run(args.trials, on_update=lambda u: print(f"trial {u.trial}: {u.state} {u.note}".rstrip(), flush=True)
-                      if u.state != "RUNNING" else None)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        failed = False
+        if args.processes > 1:
+            for line in _tune_in_processes(study, args.trials, args.processes):
+                print(f"pi0lab tune: {line}", file=sys.stderr)
+                failed = True
+        else:
+            previous = signal.signal(signal.SIGINT, lambda *_: _stop_study(study))
+            try:
+                study.run(args.trials, on_update=lambda u: print(f"trial {u.trial}: {u.state} {u.note}".rstrip(),
+                                                                 flush=True) if u.state != "RUNNING" else None)
+            finally:
+                signal.signal(signal.SIGINT, previous)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pi0lab tune: error: {err}", file=sys.stderr)
         return 2
     table = study.dataframe().drop(columns=["user_attrs_overrides", "user_attrs_run_dir"], errors="ignore")
     print(f"study {study.name!r} in {study.storage_url}: {len(table)} trials")
     print(table.to_string(index=False))
-    return 0
+    return 1 if failed else 0
+
+
+def _tune_in_processes(study, n_trials: int, processes: int) -> list[str]:
+    """`pi0lab tune --processes N`: worker processes share the trials; Ctrl-C stops them as it stops one."""
+    from pi0lab.lab.workers import StudyWorkers
+
+    workers = StudyWorkers(study, n_trials, processes)
+    workers.start()
+    print(f"{len(workers.procs)} worker processes, {workers.threads} torch thread(s) each; logs in {workers.log_dir}",
+          flush=True)
+
+    def on_sigint(*_):
+        if study.stopped:
+            workers.terminate()
+            raise KeyboardInterrupt
+        print("\nstopping every trial after its iteration (Ctrl-C again to abort)", flush=True)
+        study.request_stop()
+        workers.request_stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        workers.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return workers.failures()
 
 
 def _stop_study(study) -> None:

@@ -20,12 +20,25 @@ def test_a_second_call_adds_trials_to_the_same_study(random_nano_checkpoint, tmp
     assert (tmp_path / "cli" / "trial_0001" / "metrics.jsonl").is_file()
 
 
+def test_processes_share_the_trials_of_one_study(random_nano_checkpoint, tmp_path, capsys):
+    assert main(["tune", "tabletop_ppo_nano", *tiny_overrides(random_nano_checkpoint, iterations=1), "--trials", "3",
+                 "--processes", "2", "--study", "par", "--storage", f"sqlite:///{tmp_path}/par.db",
+                 "--search", "actor.optim.lr=log:1e-6:1e-4", "--pruner", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "2 worker processes" in out and ": 3 trials" in out
+    table = out.split(": 3 trials\n")[1].splitlines()
+    assert [row.split()[:2] for row in table[1:]] == [["0", "COMPLETE"], ["1", "COMPLETE"], ["2", "COMPLETE"]]
+    logs = sorted((tmp_path / "par" / "workers").glob("*.log"))
+    assert [sum("COMPLETE" in line for line in log.read_text().splitlines()) for log in logs] == [2, 1]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--search", "actor.optim.lrr=log:1e-6:1e-4"], "unknown config key 'actor.optim.lrr' (did you mean 'lr'?)"),
     (["--search", "actor.optim.lr=log:1e-6"], "actor.optim.lr=log:1e-6: log takes two bounds"),
     (["--search", "algorithm.update_epoch=float:1:4"], "algorithm.update_epoch must be an integer"),
     ([], "nothing to search"),
     (["--trials", "0", "--search", "actor.optim.lr"], "--trials must be >= 1"),
+    (["--processes", "0", "--search", "actor.optim.lr"], "--processes must be >= 1"),
     (["--search", "actor.optim.lr"], "actor.model.model_path=/nonexistent does not exist"),  # seen as the trial starts
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, extra, message):

@@ -1,6 +1,7 @@
 """TuningPanel without a browser: set widget values, click its buttons, read the figure, table and status."""
 
 import re
+import time
 
 import plotly.graph_objects as go
 import pytest
@@ -94,3 +95,44 @@ def test_start_is_refused_with_nothing_searched_or_an_invalid_space(tiny, tmp_pa
         button.value = False
     panel.start_button.click()
     assert "refused" in panel.status.value and "at least one value" in panel.status.value
+
+
+def _wait_for(condition, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_two_processes_run_trials_at_once_and_the_panel_draws_them_from_the_storage(tiny, tmp_path):
+    panel = _panel(tiny, tmp_path, trials=2, searched=["actor.optim.lr"], processes=2)
+    panel.start()
+    trials = panel.wait()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 and "finished" in panel.status.value
+    first, second = trials
+    assert first.datetime_start < second.datetime_complete and second.datetime_start < first.datetime_complete
+    assert {t.user_attrs["run_dir"] for t in trials} == {str(tmp_path / "t" / "trial_0000"),
+                                                          str(tmp_path / "t" / "trial_0001")}
+    for trial, success in zip(trials, panel.figure.data[::2]):  # the curves came from the trials' metrics.jsonl
+        assert success.name == f"trial {trial.number}" and success.x == (1, 2)
+        assert trial.value == pytest.approx(success.y[-1])
+    assert sorted(_rows(panel)) == [0, 1] and all(row[1] == "COMPLETE" for row in _rows(panel).values())
+    assert sorted(p.name for p in (tmp_path / "t" / "workers").iterdir()) == ["worker_0.log", "worker_1.log"]
+
+
+def test_prune_reaches_the_selected_trial_in_its_process_and_stop_ends_every_worker(random_nano_checkpoint, tmp_path):
+    panel = _panel(tiny_overrides(random_nano_checkpoint, iterations=8), tmp_path, trials=4,
+                   searched=["actor.optim.lr"], processes=2, pruner="none")
+    panel.start()
+    _wait_for(lambda: len(panel._live) == 2 and min(panel._live.values()) >= 1)
+    target = max(panel._live)
+    panel.selector.value = target
+    panel.prune_button.click()
+    _wait_for(lambda: panel._trials[target].state == TrialState.PRUNED)
+    panel.stop_button.click()
+    trials = panel.wait()
+    assert "stopped" in panel.status.value
+    states = {t.number: t.state for t in trials}
+    assert states.pop(target) == TrialState.PRUNED and len(trials) <= 3  # the 4th trial never started
+    assert set(states.values()) == {TrialState.FAIL}
+    assert all("stopped_at" in t.user_attrs for t in trials if t.state == TrialState.FAIL)

@@ -49,6 +49,7 @@ PRUNERS = ("median", "sha", "none")
 SUCCESS = "env/success_once"
 HEARTBEAT_INTERVAL_S = 10  # a running trial's heartbeat; one silent for 2x this (grace) is stale
 MIN_RESCORE_EPISODES = 200
+PRUNE_FLAG = "prune_requested"  # a trial's user attribute: end it as PRUNED after its iteration
 
 
 def default_storage(name: str) -> str:
@@ -133,6 +134,7 @@ class TuningStudy:
         self.name = name or Path(config).stem
         check_space(config, self.overrides, self.space)
         self.budget = load_config(config, self.overrides).runner.max_epochs
+        self.pruner_kind = pruner
         self.storage_url = storage or default_storage(self.name)
         self.storage = open_storage(self.storage_url, heartbeat_interval, grace_period)
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, direction="maximize",
@@ -149,7 +151,6 @@ class TuningStudy:
         self.study.set_user_attr("space", {p.key: p.spec for p in self.space})
         self.run_root = Path(run_root) if run_root else _default_run_root(self.storage_url, self.name)
         self._stop = threading.Event()
-        self._prune = threading.Event()
         self.current: int | None = None  # the number of the running trial
 
     # ------------------------------------------------------------------------------------- running
@@ -169,8 +170,22 @@ class TuningStudy:
         self._stop.set()
 
     def prune_current(self) -> None:
-        """End the running trial as PRUNED after its current iteration (the study goes on)."""
-        self._prune.set()
+        """End this process's running trial as PRUNED after its current iteration (the study goes on)."""
+        if self.current is not None:
+            self.request_prune(self.current)
+
+    def request_prune(self, number: int) -> None:
+        """End trial `number` as PRUNED after its current iteration, whichever process runs it: a flag on the
+        trial in the storage that the process reads after each iteration (nothing if it has ended)."""
+        trial = self.study.trials[number]
+        if trial.state == TrialState.RUNNING:
+            try:
+                self.storage.set_trial_user_attr(trial._trial_id, PRUNE_FLAG, True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it ended meanwhile
+
+    def _prune_requested(self, trial: optuna.Trial) -> bool:
+        return bool(self.storage.get_trial(trial._trial_id).user_attrs.get(PRUNE_FLAG))
 
     @property
     def stopped(self) -> bool:
@@ -185,7 +200,6 @@ class TuningStudy:
         run_dir = self.run_root / f"trial_{trial.number:04d}"
         trial.set_user_attr("overrides", value_overrides(values))
         trial.set_user_attr("run_dir", str(run_dir))
-        self._prune.clear()
         self.current = trial.number
         try:
             cfg = load_config(self.config, self.overrides + value_overrides(values) + [
@@ -219,7 +233,7 @@ class TuningStudy:
                 if self._stop.is_set() and event.iteration < self.budget:
                     trial.set_user_attr("stopped_at", event.iteration)
                     state, note = TrialState.FAIL, f"stopped at iteration {event.iteration}"
-                elif self._prune.is_set() and event.iteration < self.budget:
+                elif event.iteration < self.budget and self._prune_requested(trial):
                     state, note = TrialState.PRUNED, f"pruned by hand at iteration {event.iteration}"
                 elif prune:
                     state, note = TrialState.PRUNED, f"pruned at iteration {event.iteration}"

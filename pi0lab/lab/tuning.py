@@ -6,6 +6,11 @@ comparison of every trial, the trial table and Optuna's analysis figures.
     panel                     # display it; Start runs trials in a background thread (the kernel stays free)
     panel.start()             # the same from code; panel.wait() blocks until the trials are done
 
+With `processes` > 1 the trials run in that many worker processes at once (`pi0lab.lab.workers`), and the
+panel draws them from the storage and each trial's metrics.jsonl, polled every second: the same figure,
+table and buttons. Stop ends every running trial after its iteration; Prune trial ends the trial picked
+in the `trial` dropdown if it runs, else the running trial with the lowest number.
+
 The study is a `pi0lab.lab.study.TuningStudy` (SQLite under runs/tune/ by default): a panel built with the
 name of an existing study reattaches to it and draws its trials; Start adds `trials` more. The comparison
 figure has two rows (training success, and the metric chosen in the dropdown) and a pair of traces named
@@ -18,6 +23,7 @@ stopped / refused / failed.
 
 import html
 import threading
+import time
 import traceback
 import warnings
 from datetime import datetime
@@ -33,6 +39,7 @@ from plotly.subplots import make_subplots
 from pi0lab.lab.search import format_value
 from pi0lab.lab.study import PRUNERS, SUCCESS, TrialUpdate, TuningStudy, default_storage
 from pi0lab.lab.widgets import SearchSpaceWidgets
+from pi0lab.lab.workers import StudyWorkers, default_processes
 from pi0lab.train.config import ConfigError, load_config
 from pi0lab.train.loggers import read_metrics
 
@@ -42,6 +49,7 @@ METRICS = ["actor/approx_kl", "actor/loss", "actor/value_loss", "actor/pg_clipfr
            "actor/entropy", "actor/explained_variance", "env/return", "env/episode_len", "time/iteration"]
 _PALETTE = plotly.colors.qualitative.Plotly
 _ENDED_EARLY = ("PRUNED", "FAIL")
+POLL_S = 1.0  # how often the panel reads the storage while worker processes run trials
 
 
 class TuningPanel:
@@ -50,7 +58,7 @@ class TuningPanel:
     def __init__(self, config: str, overrides: list[str] = (), keys: list[str] = DEFAULT_KEYS,
                  searched: list[str] | None = None, specs: dict[str, str] | None = None, study: str | None = None,
                  storage: str | None = None, trials: int = 8, pruner: str = "median", metric: str = METRICS[0],
-                 run_root: str | Path | None = None):
+                 run_root: str | Path | None = None, processes: int = 1):
         self.config, self.overrides, self.run_root = config, list(overrides), run_root
         self.name = study or Path(config).stem
         self.storage = storage or default_storage(self.name)
@@ -61,6 +69,8 @@ class TuningPanel:
         self.space = SearchSpaceWidgets(load_config(config, self.overrides), keys, specs, searched)
         self.n_trials = widgets.BoundedIntText(value=trials, min=1, max=10_000, description="trials",
                                                layout=widgets.Layout(width="160px"))
+        self.processes = widgets.BoundedIntText(value=processes, min=1, max=max(processes, 2 * default_processes()),
+                                                description="processes", layout=widgets.Layout(width="180px"))
         self.pruner = widgets.ToggleButtons(options=list(PRUNERS), value=pruner, description="pruner")
         self.metric = widgets.Dropdown(options=sorted(set(METRICS) | {metric}), value=metric, description="metric")
         self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
@@ -81,12 +91,13 @@ class TuningPanel:
         self.selector.observe(lambda _: self._select(), names="value")
         self.metric.observe(lambda _: self._redraw_metric(), names="value")
         self.box = widgets.VBox([
-            self.space.box, widgets.HBox([self.n_trials, self.pruner, self.metric]),
+            self.space.box, widgets.HBox([self.n_trials, self.processes, self.pruner, self.metric]),
             widgets.HBox([self.start_button, self.stop_button, self.prune_button, self.status]),
             self.figure, self.table, widgets.HBox([self.selector, self.analysis_button]), self.selected, self.analysis])
         self.study: TuningStudy | None = None
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._workers: StudyWorkers | None = None
         self._lock = threading.RLock()
         self._trials: dict[int, FrozenTrial] = {}  # the storage's trials, read at trial boundaries
         self._curves: dict[int, list[dict]] = {}  # trial -> its iterations' metrics ({"step": i, name: value})
@@ -122,7 +133,8 @@ class TuningPanel:
     # ------------------------------------------------------------------------------------- buttons
 
     def start(self) -> None:
-        """Add `trials` trials to the study in a background thread (nothing if a run is going on)."""
+        """Add `trials` trials to the study in a background thread, or in `processes` worker processes watched
+        by one (nothing if a run is going on)."""
         if self.running:
             return
         try:
@@ -133,19 +145,29 @@ class TuningPanel:
         self.error = None
         self.start_button.disabled, self.stop_button.disabled, self.prune_button.disabled = True, False, False
         self.status.value = f"running: study {html.escape(self.name)}, starting a trial"
-        self._thread = threading.Thread(target=self._run, args=(self.study, self.n_trials.value), daemon=True)
+        run = self._run if self.processes.value == 1 else self._run_processes
+        self._thread = threading.Thread(target=run, args=(self.study, self.n_trials.value), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """End the running trial after its iteration (it is marked FAIL, stopped) and start no other."""
+        """End the running trials after their iteration (they are marked FAIL, stopped) and start no other."""
         if self.study is not None and self.running:
+            if self._workers is not None:
+                self._workers.request_stop()
             self.study.request_stop()
             self.status.value = "stop requested: ending after this iteration"
 
     def prune(self) -> None:
-        """Prune the running trial after its iteration; the study goes on with the next."""
-        if self.study is not None and self.running:
-            self.study.prune_current()
+        """Prune a running trial after its iteration (the selected one if it runs, else the first running one);
+        the study goes on with the next."""
+        if self.study is None or not self.running:
+            return
+        with self._lock:
+            live = sorted(self._live)
+        if self.selector.value in live:
+            self.study.request_prune(self.selector.value)
+        elif live:
+            self.study.request_prune(live[0])
 
     @property
     def running(self) -> bool:
@@ -164,18 +186,44 @@ class TuningPanel:
     def _run(self, study: TuningStudy, n_trials: int) -> None:
         try:
             done = study.run(n_trials, on_update=self._on_update)
-            self._sync_trials()
-            if study.stopped:
-                self.status.value = f"stopped: {len(done)} of {n_trials} trials ran"
-            else:
-                self.status.value = f"finished: {n_trials} trials; {self._best_text()}"
-            self.show_analysis()
+            self._finish(study, len(done), n_trials)
         except BaseException as err:  # shown in the panel; wait() re-raises it in the notebook
             self.error = err
             self.status.value = f"<b>failed:</b> {html.escape(type(err).__name__)}: {html.escape(str(err))}"
             traceback.print_exc()
         finally:
             self.start_button.disabled, self.stop_button.disabled, self.prune_button.disabled = False, True, True
+
+    def _run_processes(self, study: TuningStudy, n_trials: int) -> None:
+        """Worker processes run the trials; this thread draws them from the storage until all have ended."""
+        first = len(study.trials)
+        try:
+            self._workers = StudyWorkers(study, n_trials, self.processes.value)
+            self._workers.start()
+            while self._workers.alive():
+                self._poll()
+                time.sleep(POLL_S)
+            self._workers.join()
+            self._poll()
+            failures = self._workers.failures()
+            if failures:
+                raise RuntimeError("; ".join(failures))
+            self._finish(study, len(study.trials) - first, n_trials)
+        except BaseException as err:
+            self.error = err
+            self.status.value = f"<b>failed:</b> {html.escape(type(err).__name__)}: {html.escape(str(err))}"
+            traceback.print_exc()
+        finally:
+            self._workers = None
+            self.start_button.disabled, self.stop_button.disabled, self.prune_button.disabled = False, True, True
+
+    def _finish(self, study: TuningStudy, ran: int, n_trials: int) -> None:
+        self._sync_trials()
+        if study.stopped:
+            self.status.value = f"stopped: {ran} of {n_trials} trials ran"
+        else:
+            self.status.value = f"finished: {n_trials} trials; {self._best_text()}"
+        self.show_analysis()
 
     # ------------------------------------------------------------------------------------- live view
 
@@ -200,6 +248,31 @@ class TuningPanel:
                 self._sync_trials()
                 self._ensure_traces(n)
                 self._restyle()
+            self.table.value = _table_html(list(self._trials.values()), self.study.budget, self._live,
+                                           self.selector.value)
+
+    def _poll(self) -> None:
+        """Draw what the worker processes stored since the last poll: new trials, new iterations, ends."""
+        with self._lock:
+            before = {n: t.state for n, t in self._trials.items()}
+            self._sync_trials()
+            for n, trial in self._trials.items():
+                if n not in self._traces:
+                    self._curves[n] = []
+                    self._ensure_traces(n)
+                if trial.state == TrialState.RUNNING or before.get(n) != trial.state:  # ended: its last rows
+                    points = _stored_curve(trial)[len(self._curves[n]):]
+                    self._curves[n] += points
+                    self._extend(n, points)
+                if trial.state == TrialState.RUNNING:
+                    self._live[n] = self._curves[n][-1]["step"] if self._curves[n] else 0
+                else:
+                    self._live.pop(n, None)
+            if before != {n: t.state for n, t in self._trials.items()}:
+                self._restyle()
+            if self._live and not self.study.stopped:
+                running = ", ".join(f"trial {n} at {i} / {self.study.budget}" for n, i in sorted(self._live.items()))
+                self.status.value = f"running ({self.processes.value} processes): {running}"
             self.table.value = _table_html(list(self._trials.values()), self.study.budget, self._live,
                                            self.selector.value)
 

@@ -71,8 +71,9 @@ def _import_backend(name: str) -> Any:
 
 
 def read_metrics(log_dir: str | Path) -> list[dict[str, Any]]:
-    """Read back every record of `<log_dir>/metrics.jsonl` (what the dashboards and reports plot)."""
+    """Read back every record of `<log_dir>/metrics.jsonl` (what the dashboards and reports plot); a last
+    line another process is still writing (no newline yet) is left for the next read."""
     path = Path(log_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl under {log_dir}: has a run written there yet?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
