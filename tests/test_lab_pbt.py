@@ -79,3 +79,33 @@ def test_lineage_figure_of_hand_made_steps():
                LineageStep(2, 10, 1, 0.5, {"actor.optim.lr": 2e-5})]
     edges = [(d.x, d.y, d.line.dash) for d in lineage_figure(lineage).data if d.mode == "lines"]
     assert edges == [((5, 10), (1, 0), "dash"), ((5, 10), (1, 1), "solid")]
+
+
+def test_the_population_panel_draws_each_member_and_the_lineage_and_stops(random_nano_checkpoint, tmp_path):
+    from pi0lab.lab import PopulationPanel
+
+    panel = PopulationPanel("tabletop_ppo_nano", tiny_overrides(random_nano_checkpoint, iterations=2), population=2,
+                            interval=1, run_root=tmp_path / "pbt")
+    assert "pi0lab-study-status" in panel.status._dom_classes
+    panel.start_button.click()
+    lineage = panel.wait()
+    assert "finished: 2 generations" in panel.status.value and not panel.start_button.disabled
+    assert [d.name for d in panel.curves.data] == ["member 0", "member 1"]
+    assert all(d.x == (1, 2) and len(d.marker.symbol) == 2 for d in panel.curves.data)
+    copied = [s.member for s in lineage if s.generation == 1 and s.copied_from is not None]
+    assert copied and panel.curves.data[copied[0]].marker.symbol == ("circle", "diamond")  # where the copy starts
+    markers = panel.lineage.data[-1]
+    assert markers.x == tuple(s.iteration for s in lineage) and len(markers.x) == 4  # 2 members x 2 generations
+
+    stopping = PopulationPanel("tabletop_ppo_nano", tiny_overrides(random_nano_checkpoint, iterations=4),
+                               population=2, interval=1, run_root=tmp_path / "stop")
+    on_event = stopping._on_event
+
+    def click(member, event):  # Stop after member 0's first iteration
+        on_event(member, event)
+        stopping.stop_button.click()
+
+    stopping._on_event = click
+    stopping.start()
+    stopping.wait()
+    assert stopping.status.value.startswith("stopped") and [d.x for d in stopping.curves.data] == [(1,), ()]

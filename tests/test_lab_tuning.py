@@ -2,6 +2,7 @@
 
 import re
 import time
+from types import SimpleNamespace
 
 import plotly.graph_objects as go
 import pytest
@@ -53,6 +54,8 @@ def test_a_study_runs_in_the_background_and_draws_every_trial(tiny, tmp_path):
     panel.selector.value = 1  # a row: its curve thickens, its overrides show
     assert panel.figure.data[2].line.width == 6 and panel.figure.data[0].line.width < 6
     assert "actor.optim.lr=" in panel.selected.value and 'data-trial="1" style=' in panel.table.value
+    panel.figure.data[0]._dispatch_on_click(SimpleNamespace(point_inds=[1]), None)  # a click on trial 0's curve
+    assert panel.selector.value == 0 and panel.figure.data[0].line.width == 6
     panel.metric.value = "actor/loss"  # the second row redraws from the trials' iterations
     assert panel.figure.layout.annotations[1].text == "actor/loss" and len(panel.figure.data[1].y) == 2
     figures = panel.analysis_figures()

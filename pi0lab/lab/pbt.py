@@ -120,6 +120,10 @@ class PopulationTraining:
         """Finish the iteration in progress, checkpoint every member and end."""
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def run(self, on_event: Callable[[int, IterationEvent], None] | None = None) -> list[LineageStep]:
         """Train every member to `runner.max_epochs` (or a stop request); `on_event(member, event)` after each
         iteration. Returns the lineage."""

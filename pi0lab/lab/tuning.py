@@ -15,8 +15,8 @@ The study is a `pi0lab.lab.study.TuningStudy` (SQLite under runs/tune/ by defaul
 name of an existing study reattaches to it and draws its trials; Start adds `trials` more. The comparison
 figure has two rows (training success, and the metric chosen in the dropdown) and a pair of traces named
 `trial N` per trial, extended in place as iterations finish; pruned and failed trials turn grey, the best
-finished trial is drawn thick and red, the trial picked in the `trial` dropdown thicker still, with its
-overrides shown under the table. The table is an HTML <table class="pi0lab-trial-table"> with one
+finished trial is drawn thick and red, the trial picked in the `trial` dropdown (or by a click on its curve)
+thicker still, with its row highlighted and its overrides shown under the table. The table is an HTML <table class="pi0lab-trial-table"> with one
 <tr data-trial="N"> per trial; the status line (CSS class pi0lab-study-status) says running / finished /
 stopped / refused / failed.
 """
@@ -292,6 +292,12 @@ class TuningPanel:
             self.figure.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", name=f"trial {n}", legendgroup=str(n),
                                              showlegend=row == 1, line=dict(color=color, width=2)), row=row, col=1)
         self._traces[n] = (len(self.figure.data) - 2, len(self.figure.data) - 1)
+        for i in self._traces[n]:  # a click on a point of its curve selects the trial, as the dropdown does
+            self.figure.data[i].on_click(lambda trace, points, state, n=n: self._click(n, points))
+
+    def _click(self, n: int, points) -> None:
+        if points.point_inds:
+            self.selector.value = n
 
     def _extend(self, n: int, points: list[dict]) -> None:
         """Append iterations to trial n's two traces (in place, one message)."""
