@@ -40,6 +40,12 @@ VARIANTS = {  # name -> (config, overrides)
                                    "actor.global_batch_size=512", "actor.micro_batch_size=128",
                                    "actor.optim.lr_warmup_steps=10"]),
     "grpo": ("tabletop_grpo_nano", []),
+    # the shipped tabletop_ppo_nano ("wide") with a 2.5x larger step
+    "wide_lr5e-5": ("tabletop_ppo_nano", ["actor.optim.lr=5e-5"]),
+    # GRPO at the shipped PPO's budget: 120 envs = 15 scenes x 8, the same batch, lr and warm-up
+    "grpo_wide": ("tabletop_grpo_nano", ["env.train.total_num_envs=120", "actor.optim.lr=2e-5",
+                                         "actor.global_batch_size=512", "actor.micro_batch_size=128",
+                                         "actor.optim.lr_warmup_steps=10"]),
 }
 
 

@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="the flow's start x_1: N(0, I) draws, or 0 for a deterministic score (default: %(default)s)")
     evaluate.add_argument("--image-size", type=int, default=None, help="camera size (default: the model's)")
     evaluate.add_argument("--name", default=None, help="row name in the table (default: the checkpoint path)")
+    evaluate.add_argument("--init-states", type=int, nargs=2, default=None, metavar=("FIRST", "STOP"),
+                          help="score the init states FIRST..STOP-1 of every task (default: from 0)")
     evaluate.add_argument("--privileged-state", action="store_true",
                           help="tabletop control: states carry the things' true poses (for checkpoints trained so)")
 
@@ -247,7 +249,7 @@ def _eval(args) -> int:
         result = evaluate_checkpoint(args.checkpoint, suite, num_episodes=args.episodes, num_envs=args.num_envs,
                                      chunk=args.chunk, num_steps=args.num_steps, image_size=args.image_size,
                                      precision=args.precision, initial_noise=args.initial_noise,
-                                     privileged_state=args.privileged_state)
+                                     privileged_state=args.privileged_state, init_states=args.init_states)
         rates[suite] = result.success_rate
         for task, rate in result.per_task.items():
             print(f"  {suite} task {task}: {rate:.1%}  {result.descriptions[task]}")

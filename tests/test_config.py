@@ -49,6 +49,8 @@ def test_overrides_as_a_python_dict():
     [
         ("algorithm.clip_ratio_hihg=0.3", r"unknown config key 'algorithm.clip_ratio_hihg' \(did you mean 'clip_ratio_high'\?\)"),
         ("algorithm.gamma=abc", "algorithm.gamma must be a number"),
+        ("env.train.init_states=[30,10]", r"env.train.init_states=\[30, 10\] must be \[first, stop\]"),
+        ("env.eval.init_states=[30]", r"env.eval.init_states=\[30\] must be \[first, stop\]"),
         ("algorithm.adv_type=reinforce", r"must be one of \['gae', 'grpo', 'embodied_sac'\]"),
         ("actor.model.openpi.noise_method=ddpm", r"one of \['flow_sde', 'reinflow'\]"),
         ("env.train.total_num_envs=60", "group_size=8 does not divide env.train.total_num_envs=60"),

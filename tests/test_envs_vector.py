@@ -201,3 +201,24 @@ def test_a_worker_killed_between_calls_is_reported_on_the_next_call():
         env._procs[0].join(5)
         with pytest.raises(EnvWorkerError, match=r"env worker 0 .*env 0: task 0 .*died during step"):
             env.step(np.zeros((2, 1, 7)))
+
+
+def test_restricted_init_states_are_the_only_ones_drawn_and_scored():
+    from pi0lab.envs import make_env
+    from pi0lab.train.evaluate import evaluation_pairs
+
+    envs = make_env("tabletop_spatial", 16, seed=3, auto_reset=True)
+    envs.restrict_init_states(30, 40)
+    envs.reset()
+    drawn = set(envs.init_state_ids.tolist())
+    for _ in range(3):  # auto-resets draw from the same range
+        envs.step(np.zeros((16, 5, 7), dtype=np.float32))
+        drawn |= set(envs.init_state_ids.tolist())
+    assert drawn <= set(range(30, 40)) and len(drawn) > 3
+    pairs = evaluation_pairs(25, envs.num_tasks, envs.num_init_states, envs.init_states)
+    assert pairs[:11] == [(t, 30) for t in range(10)] + [(0, 31)]
+    with pytest.raises(ValueError, match=r"has only 10 to score \(init states 30..39\)"):
+        evaluation_pairs(101, envs.num_tasks, envs.num_init_states, envs.init_states)
+    with pytest.raises(ValueError, match="0 <= first < stop"):
+        envs.restrict_init_states(10, 60)
+    envs.close()

@@ -49,3 +49,16 @@ def test_paired_difference_by_hand():
     assert se == pytest.approx(d.std(ddof=1) / np.sqrt(6))
     with pytest.raises(ValueError, match="same pairs"):
         paired_difference(before, EvalResult("s", successes={0: [True]}))
+
+
+def test_evaluate_scores_the_envs_init_states_from_their_first():
+    from pi0lab.envs import make_env
+
+    envs = make_env("tabletop_goal", 5, seed=0)
+    envs.restrict_init_states(30, 40)
+    result = evaluate(lambda obs: np.zeros((5, 5, 7), dtype=np.float32), envs, 2 * envs.num_tasks, 5, progress=False)
+    envs.close()
+    assert result.first_init_state == 30 and result.num_episodes == 2 * envs.num_tasks
+    assert result.success(0, 31) == result.successes[0][1]
+    with pytest.raises(IndexError):
+        result.success(0, 32)

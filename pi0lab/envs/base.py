@@ -121,6 +121,7 @@ class VectorEnv(ABC):
         self.num_envs = num_envs
         self.auto_reset = auto_reset
         self.rng = np.random.default_rng(seed)
+        self.init_states: tuple[int, int | None] = (0, None)  # [first, stop) drawn from; stop None: all of a task's
         self.task_ids = np.zeros(num_envs, dtype=np.int64)
         self.init_state_ids = np.zeros(num_envs, dtype=np.int64)
         self._obs: dict | None = None
@@ -162,7 +163,7 @@ class VectorEnv(ABC):
         else:
             tasks = check_task_ids(task_ids, self.num_tasks, self.num_envs, self.suite)
         if init_state_ids is None:
-            inits = np.array([self.rng.integers(0, self.num_init_states(t)) for t in tasks.tolist()], dtype=np.int64)
+            inits = self._draw_init_states(tasks)
         else:
             inits = check_init_state_ids(init_state_ids, tasks, self.num_init_states, self.suite)
         all_envs = np.arange(self.num_envs)
@@ -197,10 +198,24 @@ class VectorEnv(ABC):
         if self.auto_reset and self._ended.any():
             ended = np.flatnonzero(self._ended)
             tasks = self.rng.integers(0, self.num_tasks, size=ended.size)
-            inits = np.array([self.rng.integers(0, self.num_init_states(t)) for t in tasks.tolist()], dtype=np.int64)
+            inits = self._draw_init_states(tasks)
             self._write_obs(ended, self._reset_envs(ended, tasks, inits))
             self._start_episodes(ended, tasks, inits)
         return self._copy_obs(self._obs), rewards, terminated, truncated, info
+
+    def restrict_init_states(self, first: int, stop: int) -> None:
+        """Draw init states from [first, stop) of every task from now on (e.g. train on 0-29, score 30-39)."""
+        counts = {t: self.num_init_states(t) for t in range(self.num_tasks)}
+        if not 0 <= first < stop or any(stop > n for n in counts.values()):
+            raise ValueError(f"init states [{first}, {stop}) must satisfy 0 <= first < stop <= the init states of "
+                             f"every task of {self.suite} ({min(counts.values())} at least)")
+        self.init_states = (first, stop)
+
+    def _draw_init_states(self, tasks: np.ndarray) -> np.ndarray:
+        """One init state per task id, uniform over `init_states` (all of the task's by default)."""
+        first, stop = self.init_states
+        return np.array([self.rng.integers(first, stop or self.num_init_states(t)) for t in tasks.tolist()],
+                        dtype=np.int64)
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def _start_episodes(self, env_ids: np.ndarray, tasks: np.ndarray, inits: np.ndarray) -> None:

@@ -139,6 +139,9 @@ class EnvSplitConfig:
     # seconds each env waits (sleeps, using no CPU) per chunk step, standing in for a renderer that runs
     # elsewhere (LIBERO on a GPU): what the pipelining benchmark sets; 0 in training
     step_wait_s: float = 0.0
+    # [first, stop): the init states of every task this split uses (training draws them, evaluation scores
+    # them in order from first), e.g. train [0, 30] and eval [30, 40] for a held-out score; null: all
+    init_states: list[int] | None = None
     video_cfg: VideoConfig = field(default_factory=VideoConfig)
 
 
@@ -410,6 +413,11 @@ def check_consistency(cfg: DictConfig) -> None:
         raise ConfigError(message)
 
     algo, train_env, model = cfg.algorithm, cfg.env.train, cfg.actor.model
+    for split in ("train", "eval"):
+        init_states = cfg.env[split].init_states
+        if init_states is not None and (len(init_states) != 2 or not 0 <= init_states[0] < init_states[1]):
+            fail(f"env.{split}.init_states={list(init_states)} must be [first, stop] with 0 <= first < stop "
+                 "(the init states first..stop-1 of every task), or null for all")
     for backend in cfg.runner.logger.logger_backends:
         if backend not in LOGGER_BACKENDS:
             fail(f"runner.logger.logger_backends: unknown backend {backend!r}; valid: {', '.join(LOGGER_BACKENDS)}")

@@ -25,6 +25,7 @@ class EvalResult:
     episode_lens: list[int] = field(default_factory=list)
     descriptions: dict[int, str] = field(default_factory=dict)
     videos: dict[tuple[int, int], Path] = field(default_factory=dict)  # (task, init state) -> mp4, when recorded
+    first_init_state: int = 0  # the pairs of each task are its init states from this one on
 
     @property
     def per_task(self) -> dict[int, float]:
@@ -40,18 +41,23 @@ class EvalResult:
         return sum(len(flags) for flags in self.successes.values())
 
     def success(self, task: int, init_state: int) -> bool:
-        """The outcome of pair (task, init state): pairs of a task are scored in init-state order 0, 1, ..."""
-        return self.successes[task][init_state]
+        """The outcome of pair (task, init state): pairs of a task are scored in init-state order from
+        `first_init_state`."""
+        return self.successes[task][init_state - self.first_init_state]
 
 
-def evaluation_pairs(num_episodes: int, num_tasks: int, num_init_states: Callable[[int], int]) -> list[tuple[int, int]]:
-    """The first `num_episodes` (task, init state) pairs in task-major order."""
+def evaluation_pairs(num_episodes: int, num_tasks: int, num_init_states: Callable[[int], int],
+                     init_states: tuple[int, int | None] = (0, None)) -> list[tuple[int, int]]:
+    """The first `num_episodes` (task, init state) pairs in task-major order, init states counted from
+    `init_states[0]` and below `init_states[1]` (None: the task's own count) — an env's `init_states`."""
+    first, stop = init_states
     pairs = []
     for k in range(num_episodes):
-        task, init = k % num_tasks, k // num_tasks
-        if init >= num_init_states(task):
-            raise ValueError(f"{num_episodes} episodes need init state {init} of task {task}, "
-                             f"which has only {num_init_states(task)}")
+        task, init = k % num_tasks, first + k // num_tasks
+        limit = stop or num_init_states(task)
+        if init >= limit:
+            raise ValueError(f"{num_episodes} episodes need init state {init} of task {task}, which has only "
+                             f"{limit - first} to score (init states {first}..{limit - 1})")
         pairs.append((task, init))
     return pairs
 
@@ -112,8 +118,8 @@ def evaluate(
     """
     if envs.auto_reset:
         raise ValueError("evaluate() needs envs built with auto_reset=False (it resets them to fixed pairs)")
-    pairs = evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states)
-    result = EvalResult(envs.suite)
+    pairs = evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states, envs.init_states)
+    result = EvalResult(envs.suite, first_init_state=envs.init_states[0])
     max_chunks = -(-envs.max_episode_steps // chunk)
     bar = tqdm(total=num_episodes, desc=f"eval {envs.suite}", unit="ep", disable=not progress)
     for start in range(0, len(pairs), envs.num_envs):
@@ -220,6 +226,7 @@ def evaluate_checkpoint(
     precision: str = "fp32",
     initial_noise: str = "gaussian",
     privileged_state: bool = False,
+    init_states: tuple[int, int] | None = None,
     video_dir: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Load a checkpoint (any layout `load_pi0` reads) and score it on `suite` with the ODE sampler
@@ -234,9 +241,11 @@ def evaluate_checkpoint(
     policy.to("cuda" if torch.cuda.is_available() else "cpu")
     envs = make_env(suite, min(num_envs, num_episodes), image_size=image_size or policy.model.config.vision.image_size,
                     seed=seed, privileged_state=privileged_state)
+    if init_states is not None:
+        envs.restrict_init_states(*init_states)
     videos = None
     if video_dir is not None:
-        pairs = evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states)
+        pairs = evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states, envs.init_states)
         videos = EpisodeVideos(video_dir, suite, pairs, range(envs.num_envs), view_size=128)
     try:
         result = evaluate_policy(policy, envs, num_episodes, seed, progress=progress,

@@ -73,11 +73,12 @@ class EnvRole:
 def build_envs(split_cfg: DictConfig, seed: int) -> VectorEnv:
     """The vectorised env of an `env.train` / `env.eval` config group (no auto-reset: training windows
     and evaluation rounds both start every episode themselves). `privileged_state` is the tabletop's
-    state-based control (things' true poses appended to the state; not pi0)."""
+    state-based control (things' true poses appended to the state; not pi0); `init_states` [first, stop)
+    keeps the split to those init states of every task (training draws, evaluation pairs from first)."""
     options = {"privileged_state": split_cfg.privileged_state}
     if split_cfg.max_episode_steps is not None:
         options["max_episode_steps"] = split_cfg.max_episode_steps
-    return make_env(
+    envs = make_env(
         split_cfg.task_suite_name,
         split_cfg.total_num_envs,
         image_size=split_cfg.image_size,
@@ -85,6 +86,13 @@ def build_envs(split_cfg: DictConfig, seed: int) -> VectorEnv:
         auto_reset=False,
         **options,
     )
+    if split_cfg.init_states is not None:
+        try:
+            envs.restrict_init_states(*split_cfg.init_states)
+        except ValueError as err:
+            envs.close()
+            raise ValueError(f"env.*.init_states={list(split_cfg.init_states)}: {err}") from None
+    return envs
 
 
 # ------------------------------------------------------------------------------------------ policy

@@ -207,7 +207,8 @@ def run_sft(cfg: DictConfig, progress: bool = True,
                          f"demos at sft.demo_path={sft.demo_path} are {demos.states.shape[1]} wide; evaluate on the "
                          "demos' suite with the same env.eval.privileged_state")
     if eval_envs is not None:
-        seen = demos.scenes & set(evaluation_pairs(num_eval_episodes, eval_envs.num_tasks, eval_envs.num_init_states))
+        seen = demos.scenes & set(evaluation_pairs(num_eval_episodes, eval_envs.num_tasks, eval_envs.num_init_states,
+                                                   eval_envs.init_states))
         if seen:
             eval_envs.close()
             raise ValueError(f"env.eval.num_episodes={num_eval_episodes} would score {len(seen)} scenes the demos were "

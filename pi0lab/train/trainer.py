@@ -108,7 +108,7 @@ class TrainingLoop:
         videos = None
         if split.video_cfg.save_video:
             videos = EpisodeVideos(split.video_cfg.video_base_dir, f"eval_iter_{self.iteration:06d}",
-                                   evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states), [0],
+                                   evaluation_pairs(num_episodes, envs.num_tasks, envs.num_init_states, envs.init_states), [0],
                                    info_on_video=split.video_cfg.info_on_video)
         result = self._score(envs, num_episodes, videos and videos.add, videos and videos.start_round)
         if videos is not None:
