@@ -86,7 +86,7 @@ def test_the_population_panel_draws_each_member_and_the_lineage_and_stops(random
 
     panel = PopulationPanel("tabletop_ppo_nano", tiny_overrides(random_nano_checkpoint, iterations=2), population=2,
                             interval=1, run_root=tmp_path / "pbt")
-    assert "pi0lab-study-status" in panel.status._dom_classes
+    assert "pi0lab-pbt-status" in panel.status._dom_classes
     panel.start_button.click()
     lineage = panel.wait()
     assert "finished: 2 generations" in panel.status.value and not panel.start_button.disabled

@@ -9,7 +9,7 @@ The population is a `pi0lab.lab.pbt.PopulationTraining` (members in `<run_root>/
 figure has one trace `member N` per member (training success per iteration; a member that continues
 from another's checkpoint keeps its own trace, the copy marked by a diamond at its first iteration);
 the lineage figure is `lineage_figure`, replaced in place when a generation ends. The status line
-(CSS class pi0lab-study-status) says running / finished / stopped / failed, as the study panel's does.
+(CSS class pi0lab-pbt-status) says running / finished / stopped / failed.
 """
 
 import html
@@ -41,7 +41,7 @@ class PopulationPanel:
                                                layout=widgets.Layout(width="180px"))
         self.start_button = widgets.Button(description="Start", button_style="success", icon="play")
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.status = widgets.HTML("not started").add_class("pi0lab-study-status")
+        self.status = widgets.HTML("not started").add_class("pi0lab-pbt-status")
         self.curves = go.FigureWidget(layout=dict(title=f"training success ({SUCCESS})", height=320,
                                                   xaxis_title="iteration", yaxis=dict(range=[0, 1]),
                                                   margin=dict(t=40, l=50, r=20, b=40)))
