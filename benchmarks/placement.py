@@ -10,6 +10,10 @@ pipeline  `env: 0, rollout: 1, actor: 2` with rollout.pipeline_stage_num 1 and 2
           `env.train.step_wait_s` per env and chunk (a sleep, as a GPU renderer would leave the CPU free),
           set so that a chunk's env time (the envs' own stepping + the wait) equals its inference: rollout throughput
           (env steps / window seconds) of each and their ratio.
+sharding  the collocated shape (2 slots) with actor.data_parallel ddp and fsdp2: update and iteration time, and
+          the training state each actor process holds for the nano's and the real pi0's trainable weights
+          (P of them, fp32, A = 2 actors: DDP 16P bytes (weights, gradients, AdamW's two moments); FSDP2 4P for
+          the rollout's full copy + 12P / A for the shards, their gradients and moments).
 sync      actor -> rollout weight broadcast (`World.broadcast_weights`, fp32 over gloo between two
           processes) for the nano's trainable weights, a mid size and the real pi0's expert + heads.
 
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
-from pi0lab.models import Pi0
+from pi0lab.models import Pi0, Pi0Config
 from pi0lab.models.checkpoint import save_pi0
 from pi0lab.models.normalize import NormStats
 from pi0lab.runtime.spans import busy_fractions, read_spans
@@ -106,6 +110,25 @@ def pipeline(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
               f"| {throughput / base:.2f}x |", flush=True)
 
 
+def sharding(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
+    collocated = SHAPES["collocated (2 slots)"]
+    print(f"\n## Actor data parallel: collocated on 2 slots, PPO, {envs} envs, {iterations} iterations "
+          "(mean over iterations 2..)\n")
+    print("| actor.data_parallel | update s | iteration s |")
+    print("|---|---|---|")
+    for mode in ("ddp", "fsdp2"):
+        later = run(checkpoint, tmp / f"dp_{mode}", envs, iterations, collocated + [f"actor.data_parallel={mode}"])[1:]
+        print(f"| {mode} | {statistics.mean(m['time/update'] for m in later):.2f} "
+              f"| {statistics.mean(m['time/iteration'] for m in later):.2f} |", flush=True)
+    nano, real = nano_and_real_pi0()
+    trainable = {"nano, expert + heads": expert_and_heads(nano), "real pi0, expert + heads": expert_and_heads(real)}
+    print("\n| trainable weights | P | DDP per actor (GB) | FSDP2 per actor, 2 actors (GB) | 8 actors (GB) |")
+    print("|---|---|---|---|---|")
+    for name, numel in trainable.items():
+        print(f"| {name} | {numel / 1e6:.1f} M | {16 * numel / 1e9:.3f} | {(4 + 12 / 2) * numel / 1e9:.3f} "
+              f"| {(4 + 12 / 8) * numel / 1e9:.3f} |")
+
+
 def _sync_worker(rank: int, store_path: str, sizes: list[int], repeats: int, out) -> None:
     import torch.distributed as dist
 
@@ -129,16 +152,24 @@ def _sync_worker(rank: int, store_path: str, sizes: list[int], repeats: int, out
     world.close()
 
 
-def sync(tmp: Path, repeats: int) -> None:
-    from pi0lab.models import Pi0Config
-
-    nano = Pi0(fresh_model_config(load_config("tabletop_sft_nano")))
+def nano_and_real_pi0() -> tuple[Pi0, Pi0]:
+    """The tabletop nano, and the real-size pi0 without memory (meta device: for counting)."""
     with torch.device("meta"):
         real = Pi0(Pi0Config.pi0())
-    frozen = lambda m: sum(p.numel() for part in (m.vision, m.projector, m.embed_tokens, m.vlm) for p in part.parameters())
+    return Pi0(fresh_model_config(load_config("tabletop_sft_nano"))), real
+
+
+def expert_and_heads(model: Pi0) -> int:
+    """The weights `train_expert_only` trains: all but the prefix (SigLIP, projector, token embedding, VLM)."""
+    prefix = (model.vision, model.projector, model.embed_tokens, model.vlm)
+    return sum(p.numel() for p in model.parameters()) - sum(p.numel() for part in prefix for p in part.parameters())
+
+
+def sync(tmp: Path, repeats: int) -> None:
+    nano, real = nano_and_real_pi0()
     sizes = {"nano (all weights)": sum(p.numel() for p in nano.parameters()),
              "mid": 50_000_000,
-             "real pi0, expert only": sum(p.numel() for p in real.parameters()) - frozen(real)}
+             "real pi0, expert only": expert_and_heads(real)}
     context = mp.get_context("spawn")
     out = context.Queue()
     procs = [context.Process(target=_sync_worker, args=(r, str(tmp / "sync_store"), list(sizes.values()), repeats, out))
@@ -158,7 +189,7 @@ def sync(tmp: Path, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--section", choices=["shapes", "pipeline", "sync", "all"], default="all")
+    parser.add_argument("--section", choices=["shapes", "pipeline", "sharding", "sync", "all"], default="all")
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
@@ -170,6 +201,8 @@ def main() -> None:
             shapes(checkpoint, tmp, args.envs, args.iterations)
         if args.section in ("pipeline", "all"):
             pipeline(checkpoint, tmp, args.envs, args.iterations)
+        if args.section in ("sharding", "all"):
+            sharding(checkpoint, tmp, args.envs, args.iterations)
         if args.section in ("sync", "all"):
             sync(tmp, args.repeats)
 

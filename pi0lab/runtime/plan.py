@@ -138,6 +138,9 @@ def plan_run(cfg: DictConfig, cuda_devices: int = 0) -> RunPlan:
     if cfg.algorithm.adv_type == "embodied_sac" and (len(plan_workers) > 1 or stages > 1):
         raise PlanError("algorithm.adv_type=embodied_sac (DSRL) runs in one process: set cluster.num_devices=1 and "
                         "cluster.component_placement to {actor,env,rollout: all}, rollout.pipeline_stage_num=1")
+    if cfg.actor.data_parallel == "fsdp2" and num_actor < 2:
+        raise PlanError("actor.data_parallel=fsdp2 shards the actor over its processes, but cluster.component_placement "
+                        f"places {num_actor} actor process: place actor on >= 2 devices, or set actor.data_parallel=ddp")
     global_batch, micro = cfg.actor.global_batch_size, cfg.actor.micro_batch_size
     if global_batch % num_actor or (global_batch // num_actor) % micro:
         raise PlanError(f"actor.global_batch_size={global_batch} must split into {num_actor} actor shares that "

@@ -11,6 +11,7 @@ Groups (gloo carries control and CPU tensors; `tensor_backend` is NCCL on GPUs f
 """
 
 import datetime
+import os
 import pickle
 import socket
 from dataclasses import dataclass, field
@@ -26,6 +27,13 @@ STOP_KEY = "pi0lab/stop"
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 
 
+def node_name() -> str:
+    """This process's node: its host and torchrun's node rank (GROUP_RANK; 0 when the supervisor spawned it).
+    Processes of one node share memory (the env <-> rollout rings); two torchrun agents are two nodes even on
+    one host."""
+    return f"{socket.gethostname()}/{os.environ.get('GROUP_RANK', '0')}"
+
+
 @dataclass
 class World:
     plan: RunPlan
@@ -34,7 +42,7 @@ class World:
     groups: dict = field(default_factory=dict)  # name -> ProcessGroup (absent in a single process)
     store: dist.Store | None = None  # the supervisor's store (stop requests); None in one process or under torchrun
     tensor_backend: str = "gloo"
-    hosts: list[str] = field(default_factory=list)  # each rank's node (host name)
+    hosts: list[str] = field(default_factory=list)  # each rank's node (`node_name`)
     _pending: dict = field(default_factory=dict)  # dst -> in-flight send works
     _buffers: dict = field(default_factory=dict)
 
@@ -64,7 +72,7 @@ class World:
                     if separate_rollouts else None,
         }
         hosts = [None] * plan.world_size
-        dist.all_gather_object(hosts, socket.gethostname())
+        dist.all_gather_object(hosts, node_name())
         return cls(plan, rank, device, groups, control, tensor_backend, hosts)
 
     # ------------------------------------------------------------------------------------ roles

@@ -203,6 +203,10 @@ class OptimConfig:
 class ActorConfig:
     micro_batch_size: int = 128
     global_batch_size: int = 2048
+    # several actor processes: "ddp" holds the whole model, gradients and AdamW state in each and sums the
+    # gradients; "fsdp2" shards the trainable weights, their gradients and AdamW state over the actor processes
+    # (torch FSDP2), the rollout acting with a full copy gathered after every update (pi0lab.train.sharding)
+    data_parallel: Literal["ddp", "fsdp2"] = "ddp"
     seed: int = 42
     model: ActorModelConfig = field(default_factory=ActorModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

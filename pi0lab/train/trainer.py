@@ -348,13 +348,15 @@ class RLTrainer(TrainingLoop):
     def save(self) -> Path | None:
         """Write an atomic checkpoint of the whole run state at the current iteration: the logging process
         writes the model, its optimiser and every process's RNG and env streams (gathered to it)."""
+        optimizer = self.actor.optimizer_state() if self.actor is not None else None  # fsdp2: every actor gathers
         states = self.world.gather_to_logger(self._process_state())
         if not self.world.is_logger:
             return None
         state = {
             "iteration": self.iteration,
-            "optimizer": self.actor.optimizer.state_dict(),
+            "optimizer": optimizer,
             "placement": self.world.plan.describe(),
+            "data_parallel": self.cfg.actor.data_parallel,
             "processes": states,
         }
         return save_checkpoint(self.run_dir, self.iteration, state, lambda path: save_pi0(self.policy.model, path))
@@ -373,6 +375,11 @@ class RLTrainer(TrainingLoop):
             raise CheckpointError(f"{self.resume_from} was written by a run placed as\n{state.get('placement')}\nbut this "
                                   f"run is placed as\n{placement}\nresume with the same cluster.num_devices and "
                                   "cluster.component_placement")
+        written = state.get("data_parallel", "ddp")
+        if written != self.cfg.actor.data_parallel:
+            raise CheckpointError(f"{self.resume_from} holds the optimiser state of actor.data_parallel={written}, but "
+                                  f"this run sets actor.data_parallel={self.cfg.actor.data_parallel}: resume with "
+                                  f"actor.data_parallel={written}")
         self.iteration = state["iteration"]
         if self.actor is not None:
             self.actor.load_optimizer_state(state["optimizer"])

@@ -15,19 +15,23 @@ batch's approx_kl exceeds it (the KL guard).
 Data parallel (several actor processes of a placed run): every actor holds the whole rollout and draws the
 same shuffle, takes its 1/A share of each global batch, and the gradients, the batch's approx_kl and the
 metric sums are summed over the actors before anyone decides. So every actor takes the same steps, and the
-result equals one actor on the whole batch up to float summation order.
+result equals one actor on the whole batch up to float summation order. With `actor.data_parallel: fsdp2`
+the actors train a sharded copy instead (`pi0lab.train.sharding`): FSDP2 sums the gradients into each
+actor's share, and after the update every actor gathers the new weights into the policy the rollout uses.
 """
 
 import math
 
 import torch
 from omegaconf import DictConfig
+from torch.distributed.tensor import DTensor
 
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.rl import explained_variance, ppo_actor_loss, value_loss
 from pi0lab.runtime.world import World
 from pi0lab.train.advantages import Advantages
 from pi0lab.train.rollout import Trajectory
+from pi0lab.train.sharding import ShardedActor
 
 
 class ActorRole:
@@ -38,18 +42,26 @@ class ActorRole:
         self.cfg = actor_cfg
         self.algo = algorithm_cfg
         self.generator = generator
-        self.optimizer = build_optimizer(policy, actor_cfg.optim)
+        self.sharded = ShardedActor(policy, world) if actor_cfg.data_parallel == "fsdp2" else None
+        self.optimizer = build_optimizer(policy if self.sharded is None else self.sharded.policy, actor_cfg.optim)
+
+    def optimizer_state(self) -> dict:
+        """AdamW's state for a checkpoint (with fsdp2 a collective of every actor; whole on the first one)."""
+        return self.optimizer.state_dict() if self.sharded is None else self.sharded.optimizer_state(self.optimizer)
 
     def load_optimizer_state(self, state: dict) -> None:
         """Restore AdamW's moments and step counts from a checkpoint; the rates stay this config's `lr` and
         `value_lr` (a resumed run, or one copied from another's checkpoint, may change them)."""
-        self.optimizer.load_state_dict(state)
+        if self.sharded is None:
+            self.optimizer.load_state_dict(state)
+        else:
+            self.sharded.load_optimizer_state(self.optimizer, state)
         for group, lr in zip(self.optimizer.param_groups, (self.cfg.optim.lr, self.cfg.optim.value_lr)):
             group["lr"] = lr
 
     def update(self, traj: Trajectory, adv: Advantages, iteration: int) -> dict[str, float]:
         """Run the update epochs on one rollout; return averaged metrics (seed names, DESIGN §8)."""
-        self.policy.train()
+        (self.policy if self.sharded is None else self.sharded).train()
         samples = adv.mask.nonzero()  # [S,2]: (t, n) of each valid chunk step
         if samples.shape[0] == 0:
             return {"actor/num_samples": 0.0}
@@ -77,6 +89,8 @@ class ActorRole:
                     batch_kl += metrics["actor/approx_kl"] * len(micro) / len(batch)
                 batch_kl = self._sum_gradients_and(batch_kl)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.cfg.optim.clip_grad)
+                if isinstance(grad_norm, DTensor):  # fsdp2: the norm over every actor's shares
+                    grad_norm = grad_norm.full_tensor()
                 if torch.isfinite(grad_norm):
                     self._warm_up_lr()
                     self.optimizer.step()
@@ -90,6 +104,8 @@ class ActorRole:
                     break
             if kl_stopped:
                 break
+        if self.sharded is not None:
+            self.sharded.copy_full_weights_to(self.policy)
         sums, counts = self._sum_metrics(sums, counts)
         out = {name: sums[name] / counts[name] for name in sums}
         if traj.values is not None and adv.returns is not None:  # the rollout's critic over the whole window
@@ -112,6 +128,8 @@ class ActorRole:
         """Sum the accumulated gradients (one flat buffer) and the batch's approx_kl over the actors."""
         if self.world is None or self.world.num_actors == 1:
             return batch_kl
+        if self.sharded is not None:  # FSDP2 has reduce-scattered the gradients in backward
+            return float(self.world.sum_over_actors(torch.tensor([batch_kl]))[0])
         params = self._trainable()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([batch_kl], device=grads[0].device)])
@@ -143,7 +161,8 @@ class ActorRole:
             obs["task_descriptions"] = [traj.task_descriptions[i] for i in n_np.tolist()]
         else:
             obs = {"states": traj.obs["states"][t_np, n_np]}
-        out = self.policy.evaluate(obs, traj.chains[t, n].to(device), traj.noisy_steps[t, n].to(device), prefix)
+        evaluate = self.policy.evaluate if self.sharded is None else self.sharded
+        out = evaluate(obs, traj.chains[t, n].to(device), traj.noisy_steps[t, n].to(device), prefix)
         advantages = adv.advantages[t, n].to(device)
         policy_loss, actor_metrics = ppo_actor_loss(
             out["logprobs"], traj.logprobs[t, n].to(device), advantages,
@@ -183,6 +202,8 @@ class ActorRole:
         group["lr"] = self.cfg.optim.lr * min(1.0, (k + 1) / warmup)
 
     def _trainable(self) -> list[torch.nn.Parameter]:
+        if self.sharded is not None:
+            return self.sharded.trainable()
         return [p for p in self.policy.parameters() if p.requires_grad]
 
 

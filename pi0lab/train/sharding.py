@@ -1,0 +1,70 @@
+"""FSDP2 for the actor (`actor.data_parallel: fsdp2`): the trainable weights, their gradients and AdamW's
+moments sharded over the actor processes, one 1/A share in each.
+
+    trained = ShardedActor(policy, world)     # every actor process, collectively
+    out = trained(obs, chains, noisy_steps, prefix)   # = policy.evaluate(...): gathers, runs, frees
+    loss.backward()                           # gradients reduce-scattered: each process keeps its share's sum
+    optimizer.step()                          # AdamW on the shares only
+    trained.copy_full_weights_to(policy)      # all-gather: the rollout acts with the whole updated weights
+
+The training copy is a deep copy of the policy that *shares* its frozen weights (the SigLIP / VLM prefix
+under `train_expert_only`): they are neither copied nor sharded (`ignored_params`), only the trainable ones
+are. pi0 runs its layers by parts (the VLM's and the expert's layers meet inside each attention), never
+through a layer's own forward, so the whole model is one FSDP unit, entered through this module's forward:
+its trainable weights are gathered for a micro-batch's forward + backward and freed after it. Memory per
+actor process, with P trainable parameters in fp32: the rollout's full copy 4P, during a micro-batch 4P
+gathered, and 12P / A for the shards, their gradients and AdamW's two moments (DDP: 16P in every process).
+
+Gradients are summed over the processes, not averaged (`set_gradient_divide_factor(1)`): every micro-batch's
+loss is already scaled by its share of the global batch, as in the DDP path.
+"""
+
+import copy
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard
+
+from pi0lab.models.policy import Pi0Policy
+from pi0lab.runtime.world import World
+
+
+class ShardedActor(nn.Module):
+    """The actor's training copy of `policy`, sharded over the actor processes of `world` (collective)."""
+
+    def __init__(self, policy: Pi0Policy, world: World):
+        super().__init__()
+        frozen = {id(p): p for p in policy.parameters() if not p.requires_grad}
+        self.policy = copy.deepcopy(policy, memo=dict(frozen))  # frozen weights: the same tensors as the rollout's
+        mesh = DeviceMesh.from_group(world.groups["actor"], world.device.type)
+        fully_shard(self, mesh=mesh, ignored_params=set(frozen.values()))
+        self.set_gradient_divide_factor(1.0)
+        self.set_force_sum_reduction_for_comms(True)  # plain SUM reductions: gloo has no PREMUL_SUM
+
+    def forward(self, env_obs: dict, chain: torch.Tensor, noisy_steps: torch.Tensor, prefix=None) -> dict:
+        out = self.policy.evaluate(env_obs, chain, noisy_steps, prefix)
+        # FSDP2 hooks the outputs for backward; it warns of views (an in-place op on one would skip its hook)
+        return {k: v.clone() if v is not None and v._base is not None else v for k, v in out.items()}
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The sharded trainable weights (DTensors), in the policy's parameter order."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def copy_full_weights_to(self, policy: Pi0Policy) -> None:
+        """All-gather every trainable weight into the rollout's full copy (collective over the actors)."""
+        full = [p for p in policy.parameters() if p.requires_grad]
+        for target, shard in zip(full, self.trainable(), strict=True):
+            target.copy_(shard.full_tensor())
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """AdamW's whole state, keyed by parameter name, on CPU (collective; empty except on the first actor)."""
+        return get_optimizer_state_dict(self, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                  cpu_offload=True))
+
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """Shard a whole AdamW state written by `optimizer_state` into this process's share (collective)."""
+        set_optimizer_state_dict(self, optimizer, state, options=StateDictOptions(full_state_dict=True))
