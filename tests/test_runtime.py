@@ -86,11 +86,16 @@ def test_plans_that_cannot_run_are_refused_naming_the_keys(overrides, words):
         plan_run(load_config("tabletop_ppo_nano", overrides))
 
 
-def test_gpu_plans_refuse_several_gpu_processes_on_one_gpu():
+def test_gpu_plans_refuse_two_ranks_of_one_nccl_group_on_one_gpu():
     cfg = load_config("tabletop_ppo_nano", ["cluster.num_devices=2",
                                             "cluster.component_placement={env: 0-1, rollout: 0-1, actor: 0-1}"])
-    with pytest.raises(PlanError, match="NCCL cannot join several ranks on one GPU"):
+    with pytest.raises(PlanError, match="GPU 0 would hold actor and rollout as two ranks of the weight-sync group"):
         plan_run(cfg, cuda_devices=2)
+    seed_shared = load_config("tabletop_ppo_nano", [  # actors on 0-7 beside rollouts on 4-7, in no common group
+        "cluster.num_devices=8", "cluster.component_placement={env: 0-3, rollout: 4-7, actor: 0-7}",
+        "rollout.pipeline_stage_num=2", "env.train.total_num_envs=64", "actor.global_batch_size=512",
+        "actor.micro_batch_size=64"])
+    assert plan_run(seed_shared, cuda_devices=8).world_size == 16
     with pytest.raises(PlanError, match="has 1 CUDA device"):
         plan_run(cfg, cuda_devices=1)
     assert plan_run(cfg).device_type == "cpu"  # the same placement on CPU slots runs

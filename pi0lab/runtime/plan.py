@@ -168,13 +168,18 @@ def _check_cuda(workers: tuple[Worker, ...], num_devices: int, cuda_devices: int
     if num_devices > cuda_devices:
         raise PlanError(f"cluster.num_devices={num_devices} (per node) but this node has {cuda_devices} CUDA "
                         "device(s): lower cluster.num_devices (or run on CPU slots, without CUDA)")
-    by_device: dict[int, list[Worker]] = {}
-    for w in workers:
-        if "env" not in w.components or len(w.components) > 1:
-            by_device.setdefault(w.device, []).append(w)
-    shared = {d: ws for d, ws in by_device.items() if len(ws) > 1}
-    if shared:
-        d, ws = next(iter(shared.items()))
-        names = " and ".join(",".join(w.components) for w in ws)
-        raise PlanError(f"GPU {d} would hold {len(ws)} GPU processes ({names}); NCCL cannot join several ranks on one "
-                        "GPU: fuse them in one placement key (e.g. `rollout,actor: 0-3`) or give each its own GPUs")
+    # NCCL joins one rank per GPU in a communicator. The actors' group has one process per device by construction;
+    # the weight-sync group is actor rank 0 and the rollout processes not fused with an actor. Processes that
+    # share a GPU outside one communicator (env processes, an actor beside a rollout) are fine.
+    actors = [w for w in workers if "actor" in w.components]
+    sync = [actors[0]] + [w for w in workers if "rollout" in w.components and "actor" not in w.components]
+    if len(sync) > 1:
+        seen: dict[int, Worker] = {}
+        for w in sync:
+            if w.device in seen:
+                names = " and ".join(",".join(x.components) for x in (seen[w.device], w))
+                raise PlanError(f"GPU {w.device} would hold {names} as two ranks of the weight-sync group (actor rank 0 "
+                                "and every rollout process with its own copy), and NCCL cannot join several ranks on "
+                                "one GPU: fuse them in one placement key (e.g. `rollout,actor: 0-3`) or move the "
+                                f"rollouts off GPU {w.device}")
+            seen[w.device] = w
