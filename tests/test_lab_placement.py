@@ -24,9 +24,14 @@ def test_the_form_replans_on_every_change_and_shows_refusals():
     form.placement.value = "{env: 0-2, 'rollout,actor': 0}"
     assert "refused" in form.message.value and "only 0-1 exist" in form.message.value
     form.devices.value = 3
-    assert form.overrides()[-3:] == ["cluster.num_devices=3", "cluster.component_placement={env: 0-2, 'rollout,actor': 0}",
-                                     "rollout.pipeline_stage_num=1"]
+    assert form.overrides()[-4:] == ["cluster.num_devices=3", "cluster.component_placement={env: 0-2, 'rollout,actor': 0}",
+                                     "rollout.pipeline_stage_num=1", "actor.data_parallel=ddp"]
     assert "refused" in form.message.value and "does not split over the 3 env processes" in form.message.value
+    form.preset.value = "disaggregated"  # one actor process: FSDP2 has nothing to shard over
+    form.data_parallel.value = "fsdp2"
+    assert "refused" in form.message.value and "place actor on >= 2 devices" in form.message.value
+    form.preset.value = "collocated"
+    assert "refused" not in form.message.value
 
 
 def test_timeline_trace_and_busy_fractions_of_hand_made_spans():

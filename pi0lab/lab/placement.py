@@ -59,8 +59,8 @@ def timeline_figure(rows: list[dict], title: str = "What every process did") -> 
 
 
 class PlacementForm:
-    """Widgets for `cluster.num_devices`, `cluster.component_placement` and `rollout.pipeline_stage_num`;
-    every change re-plans and redraws the grid (or shows why the plan is refused)."""
+    """Widgets for `cluster.num_devices`, `cluster.component_placement`, `rollout.pipeline_stage_num` and
+    `actor.data_parallel`; every change re-plans and redraws the grid (or shows why the plan is refused)."""
 
     def __init__(self, config: str, overrides: list[str], preset: str = "disaggregated"):
         self.config, self.base = config, list(overrides)
@@ -71,19 +71,23 @@ class PlacementForm:
         self.placement = widgets.Text(value=placement, description="component_placement", style=style,
                                       layout=widgets.Layout(width="520px"))
         self.stages = widgets.BoundedIntText(value=stages, min=1, max=16, description="pipeline_stage_num", style=style)
+        self.data_parallel = widgets.ToggleButtons(options=["ddp", "fsdp2"], value="ddp", description="actor.data_parallel",
+                                                   style=style)
         self.message = widgets.HTML()
         self.grid = go.FigureWidget()
         self.preset.observe(self._apply_preset, names="value")
-        for w in (self.devices, self.placement, self.stages):
+        for w in (self.devices, self.placement, self.stages, self.data_parallel):
             w.observe(lambda _: self.redraw(), names="value")
-        self.box = widgets.VBox([self.preset, self.devices, self.placement, self.stages, self.message, self.grid])
+        self.box = widgets.VBox([self.preset, self.devices, self.placement, self.stages, self.data_parallel,
+                                 self.message, self.grid])
         self.redraw()
 
     def overrides(self) -> list[str]:
         """The form as `key=value` overrides (after the base overrides)."""
         return self.base + [f"cluster.num_devices={self.devices.value}",
                             f"cluster.component_placement={self.placement.value}",
-                            f"rollout.pipeline_stage_num={self.stages.value}"]
+                            f"rollout.pipeline_stage_num={self.stages.value}",
+                            f"actor.data_parallel={self.data_parallel.value}"]
 
     def plan(self) -> RunPlan:
         return plan_run(load_config(self.config, self.overrides()))
