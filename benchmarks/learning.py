@@ -36,7 +36,8 @@ RL_STAGES = {"ppo": ("tabletop_ppo_nano", "PPO"), "grpo": ("tabletop_grpo_nano",
 def rl_stage(config: str, suite: str, checkpoint: Path, out: Path, overrides: list[str]) -> dict:
     result = train_and_evaluate(config, [f"env.train.task_suite_name={suite}", f"actor.model.model_path={checkpoint}",
                                          f"runner.logger.log_path={out}", "runner.val_check_interval=-1", *overrides])
-    return {"success": result.evaluation.success_rate, "env_steps": result.env_steps, "minutes": result.minutes,
+    return {"success": result.evaluation.success_rate, "env_steps": result.env_steps, "episodes": result.episodes,
+            "minutes": result.minutes,
             "per_task": result.evaluation.per_task}
 
 
@@ -66,10 +67,11 @@ def main() -> None:
         start = time.perf_counter()
         write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,
                     noise_std=sft_cfg.sft.demo_action_noise, privileged_state=args.privileged_state)
-        demo_steps = sum(e["length"] for e in read_demo_index(sft_cfg.sft.demo_path)["episodes"])
+        demos = read_demo_index(sft_cfg.sft.demo_path)["episodes"]
         sft = run_sft(sft_cfg)
         result = {
-            "sft": {"success": sft.success_rate, "env_steps": demo_steps, "minutes": (time.perf_counter() - start) / 60,
+            "sft": {"success": sft.success_rate, "env_steps": sum(e["length"] for e in demos), "episodes": len(demos),
+                    "minutes": (time.perf_counter() - start) / 60,
                     "per_task": sft.evaluations[max(sft.evaluations)].per_task},
             **{stage: rl_stage(config, suite, sft.checkpoint, out / stage, shared[1:])
                for stage, (config, _) in RL_STAGES.items() if stage in args.stages},
@@ -91,8 +93,8 @@ def print_table(out: Path) -> None:
     print(results_table(rows, list(results)))
     print("\n| Stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
     for stage in stages:
-        cells = [f"{r[stage]['env_steps']:,} steps, {r[stage]['minutes']:.0f} min" if stage in r else "-"
-                 for r in results.values()]
+        cells = [f"{r[stage]['env_steps']:,} steps, {r[stage].get('episodes', '?')} episodes, "
+                 f"{r[stage]['minutes']:.0f} min" if stage in r else "-" for r in results.values()]
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(len(RL_STAGES), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(train_and_evaluate, RL_STAGES[name], overrides, f"[{name}] ", 1)
                    for name, overrides in stage_overrides.items()}
-        rl = {name: future.result().evaluation for name, future in futures.items()}
+        stages = {name: future.result() for name, future in futures.items()}
+    rl = {name: stage.evaluation for name, stage in stages.items()}
 
     print("[4/4] results")
     rows = {"pi0 nano, few-shot SFT": {args.suite: sft.success_rate}}
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for name, result in rl.items():
         diff, se = paired_difference(sft_eval, result)
-        lines.append(f"{name} - SFT: {100 * diff:+.1f} points (paired standard error {100 * se:.1f})")
+        lines.append(f"{name} - SFT: {100 * diff:+.1f} points (paired standard error {100 * se:.1f}) after "
+                     f"{stages[name].env_steps:,} env steps in {stages[name].episodes:,} training episodes, "
+                     f"{stages[name].minutes:.1f} min")
     minutes = (time.perf_counter() - start) / 60
     print(f"\n{table}\n\n" + "\n".join(lines) + f"\non the same {sft_eval.num_episodes} (task, init) pairs; "
           f"{minutes:.1f} minutes in all")

@@ -1,6 +1,7 @@
 """`make demo` end to end at toy size: demos -> SFT -> PPO and DSRL side by side -> table and report."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,9 @@ def test_the_demo_runs_every_stage_and_prints_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| pi0 nano, few-shot SFT |" in printed and "| PPO |" in printed and "| DSRL |" in printed
     assert "PPO - SFT:" in printed and "DSRL - SFT:" in printed and "paired standard error" in printed
+    for stage in ("PPO", "DSRL"):  # 4 envs, one iteration: one episode each, to the step limit (60 steps)
+        assert re.search(rf"{stage} - SFT: [-+][\d.]+ points \(paired standard error [\d.]+\) after 240 env steps in 4 "
+                         "training episodes", printed)
     assert (tmp_path / "report.html").read_text().count("<h2>") == 5
     assert (tmp_path / "run" / "ppo" / "checkpoints" / "latest").is_file()
     assert (tmp_path / "run" / "dsrl" / "checkpoints" / "latest").is_file()

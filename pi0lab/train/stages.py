@@ -1,7 +1,7 @@
 """One RL stage run to its end: the trainer its config asks for (PPO / GRPO or DSRL), then its score.
 
     result = train_and_evaluate("tabletop_ppo_nano", ["actor.model.model_path=runs/tabletop_sft_nano/model"])
-    result.evaluation.success_rate, result.env_steps, result.minutes
+    result.evaluation.success_rate, result.env_steps, result.episodes, result.minutes
 
 `make_trainer` picks the trainer from `algorithm.adv_type` (`embodied_sac` -> `DSRLTrainer`, else
 `RLTrainer`); the CLI, the demo and the learning benchmark share it. `train_and_evaluate` is a plain
@@ -24,6 +24,7 @@ from pi0lab.train.loggers import read_metrics
 class StageResult:
     evaluation: EvalResult  # the trained policy on the fixed pairs of env.eval
     env_steps: int  # env steps of every training rollout
+    episodes: int  # training episodes that ended (success or step limit)
     minutes: float  # wall-clock of training and evaluation
 
 
@@ -57,5 +58,8 @@ def train_and_evaluate(config: str, overrides: list[str], label: str = "", threa
         evaluation = trainer.evaluate()
     finally:
         trainer.close()
-    steps = sum(int(r.get("env/steps", 0)) for r in read_metrics(cfg.runner.logger.log_path))
-    return StageResult(evaluation, steps, (time.perf_counter() - start) / 60)
+    records = read_metrics(cfg.runner.logger.log_path)
+    steps = sum(int(r.get("env/steps", 0)) for r in records)
+    # env/episode_len is the mean length of the iteration's episodes: steps / mean length counts them
+    episodes = sum(round(r["env/steps"] / r["env/episode_len"]) for r in records if r.get("env/episode_len"))
+    return StageResult(evaluation, steps, episodes, (time.perf_counter() - start) / 60)
