@@ -258,7 +258,7 @@ def test_cli_placement_errors_are_one_line_and_exit_2(capsys):
 # ------------------------------------------------------------------------------------------ data parallel
 
 
-def _dp_update(rank, plan, store_path, checkpoint, trajectory_path, out_path, data_parallel):
+def _dp_update(rank, plan, store_path, checkpoint, trajectory_path, out_path, data_parallel, offload):
     import torch.distributed as dist
 
     from pi0lab.runtime.world import World
@@ -270,7 +270,7 @@ def _dp_update(rank, plan, store_path, checkpoint, trajectory_path, out_path, da
     cfg = load_config("tabletop_ppo_nano", [f"actor.model.model_path={checkpoint}", "actor.global_batch_size=32",
                                             "actor.micro_batch_size=8", "algorithm.update_epoch=2",
                                             "actor.optim.critic_warmup_steps=0", f"actor.data_parallel={data_parallel}",
-                                            *SHAPES["collocated"]])
+                                            f"actor.offload={offload}", *SHAPES["collocated"]])
     torch.manual_seed(cfg.actor.seed)
     policy = build_policy(cfg.actor.model)
     traj, adv = torch.load(trajectory_path, weights_only=False)
@@ -282,11 +282,12 @@ def _dp_update(rank, plan, store_path, checkpoint, trajectory_path, out_path, da
     world.close()
 
 
-@pytest.mark.parametrize("data_parallel", ["ddp", "fsdp2"])
-def test_two_actor_ranks_update_like_one_on_the_same_rollout(data_parallel, random_nano_checkpoint, single_run,
+@pytest.mark.parametrize("data_parallel, offload", [("ddp", False), ("fsdp2", False), ("ddp", True), ("fsdp2", True)])
+def test_two_actor_ranks_update_like_one_on_the_same_rollout(data_parallel, offload, random_nano_checkpoint, single_run,
                                                              tmp_path):
-    """DDP (whole copies, summed gradients) and FSDP2 (sharded weights, gradients and AdamW state) over 2 actor
-    processes take the same steps as one process on the whole batch: the same weights, metrics and AdamW moments."""
+    """DDP (whole copies, summed gradients) and FSDP2 (sharded weights, gradients and AdamW state), with and without
+    the training state offloaded to the host, over 2 actor processes take the same steps as one process on the whole
+    batch: the same weights, metrics and AdamW moments."""
     from pi0lab.train.roles import build_policy
     from pi0lab.train.rollout import collect_rollout
     from pi0lab.train.update import ActorRole
@@ -306,7 +307,7 @@ def test_two_actor_ranks_update_like_one_on_the_same_rollout(data_parallel, rand
     plan = plan_run(load_config("tabletop_ppo_nano", SHAPES["collocated"] + ["actor.global_batch_size=32",
                                                                             "actor.micro_batch_size=8"]))
     mp.start_processes(_dp_update, args=(plan, str(tmp_path / "store"), random_nano_checkpoint,
-                                         tmp_path / "rollout.pt", tmp_path / "two.pt", data_parallel), nprocs=2,
+                                         tmp_path / "rollout.pt", tmp_path / "two.pt", data_parallel, offload), nprocs=2,
                        start_method="spawn")
     state, metrics, optimizer = torch.load(tmp_path / "two.pt", weights_only=False)
     assert metrics["actor/optimizer_steps"] == expected["actor/optimizer_steps"] > 1

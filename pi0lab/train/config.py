@@ -207,6 +207,10 @@ class ActorConfig:
     # gradients; "fsdp2" shards the trainable weights, their gradients and AdamW state over the actor processes
     # (torch FSDP2), the rollout acting with a full copy gathered after every update (pi0lab.train.sharding)
     data_parallel: Literal["ddp", "fsdp2"] = "ddp"
+    # keep the actor's training state in host memory while rollouts run (GPU memory for the rollout beside it):
+    # fsdp2 uses FSDP2's CPU offload (shards, gradients and AdamW state live on the host, AdamW steps there);
+    # ddp moves AdamW's moments to the host after each update and back before the next. On CPU slots: no change.
+    offload: bool = False
     seed: int = 42
     model: ActorModelConfig = field(default_factory=ActorModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

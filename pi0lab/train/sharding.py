@@ -15,6 +15,10 @@ its trainable weights are gathered for a micro-batch's forward + backward and fr
 actor process, with P trainable parameters in fp32: the rollout's full copy 4P, during a micro-batch 4P
 gathered, and 12P / A for the shards, their gradients and AdamW's two moments (DDP: 16P in every process).
 
+With `actor.offload` the shards, their gradients and AdamW's state live in host memory (FSDP2's
+`CPUOffloadPolicy`, pinned on CUDA): AdamW steps on the host, and the device holds only what a
+micro-batch gathers, for the rollout beside the actor on its GPU.
+
 Gradients are summed over the processes, not averaged (`set_gradient_divide_factor(1)`): every micro-batch's
 loss is already scaled by its share of the global batch, as in the DDP path.
 """
@@ -26,7 +30,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
                                                      set_optimizer_state_dict)
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.runtime.world import World
@@ -35,12 +39,14 @@ from pi0lab.runtime.world import World
 class ShardedActor(nn.Module):
     """The actor's training copy of `policy`, sharded over the actor processes of `world` (collective)."""
 
-    def __init__(self, policy: Pi0Policy, world: World):
+    def __init__(self, policy: Pi0Policy, world: World, offload: bool = False):
         super().__init__()
         frozen = {id(p): p for p in policy.parameters() if not p.requires_grad}
         self.policy = copy.deepcopy(policy, memo=dict(frozen))  # frozen weights: the same tensors as the rollout's
         mesh = DeviceMesh.from_group(world.groups["actor"], world.device.type)
-        fully_shard(self, mesh=mesh, ignored_params=set(frozen.values()))
+        # offload: the shards, their gradients and AdamW's state live in host memory (pinned on CUDA)
+        placement = CPUOffloadPolicy(pin_memory=world.device.type == "cuda") if offload else OffloadPolicy()
+        fully_shard(self, mesh=mesh, ignored_params=set(frozen.values()), offload_policy=placement)
         self.set_gradient_divide_factor(1.0)
         self.set_force_sum_reduction_for_comms(True)  # plain SUM reductions: gloo has no PREMUL_SUM
 
@@ -50,15 +56,18 @@ class ShardedActor(nn.Module):
         return {k: v.clone() if v is not None and v._base is not None else v for k, v in out.items()}
 
     def trainable(self) -> list[nn.Parameter]:
-        """The sharded trainable weights (DTensors), in the policy's parameter order."""
+        """The trainable weights in the policy's order: the shards (DTensors), or the gathered weights between
+        `unshard()` and `reshard()`."""
         return [p for p in self.policy.parameters() if p.requires_grad]
 
     @torch.no_grad()
     def copy_full_weights_to(self, policy: Pi0Policy) -> None:
         """All-gather every trainable weight into the rollout's full copy (collective over the actors)."""
-        full = [p for p in policy.parameters() if p.requires_grad]
-        for target, shard in zip(full, self.trainable(), strict=True):
-            target.copy_(shard.full_tensor())
+        self.unshard()  # the module's parameters are the gathered weights (on the device) until reshard
+        targets = [p for p in policy.parameters() if p.requires_grad]
+        for target, gathered in zip(targets, self.trainable(), strict=True):
+            target.copy_(gathered)
+        self.reshard()
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict:
         """AdamW's whole state, keyed by parameter name, on CPU (collective; empty except on the first actor)."""

@@ -18,6 +18,7 @@ metric sums are summed over the actors before anyone decides. So every actor tak
 result equals one actor on the whole batch up to float summation order. With `actor.data_parallel: fsdp2`
 the actors train a sharded copy instead (`pi0lab.train.sharding`): FSDP2 sums the gradients into each
 actor's share, and after the update every actor gathers the new weights into the policy the rollout uses.
+The gradients are freed after an update; with `actor.offload` AdamW's state waits in host memory between updates.
 """
 
 import math
@@ -42,7 +43,7 @@ class ActorRole:
         self.cfg = actor_cfg
         self.algo = algorithm_cfg
         self.generator = generator
-        self.sharded = ShardedActor(policy, world) if actor_cfg.data_parallel == "fsdp2" else None
+        self.sharded = ShardedActor(policy, world, actor_cfg.offload) if actor_cfg.data_parallel == "fsdp2" else None
         self.optimizer = build_optimizer(policy if self.sharded is None else self.sharded.policy, actor_cfg.optim)
 
     def optimizer_state(self) -> dict:
@@ -53,7 +54,9 @@ class ActorRole:
         """Restore AdamW's moments and step counts from a checkpoint; the rates stay this config's `lr` and
         `value_lr` (a resumed run, or one copied from another's checkpoint, may change them)."""
         if self.sharded is None:
-            self.optimizer.load_state_dict(state)
+            self.optimizer.load_state_dict(state)  # onto the weights' device
+            if self.cfg.offload:
+                move_optimizer_state(self.optimizer, torch.device("cpu"))
         else:
             self.sharded.load_optimizer_state(self.optimizer, state)
         for group, lr in zip(self.optimizer.param_groups, (self.cfg.optim.lr, self.cfg.optim.value_lr)):
@@ -65,6 +68,8 @@ class ActorRole:
         samples = adv.mask.nonzero()  # [S,2]: (t, n) of each valid chunk step
         if samples.shape[0] == 0:
             return {"actor/num_samples": 0.0}
+        if self.cfg.offload and self.sharded is None:  # ddp: AdamW's moments back from the host
+            move_optimizer_state(self.optimizer, self.policy.device)
         critic_only = iteration < self.cfg.optim.critic_warmup_steps
         num_batches = max(1, round(samples.shape[0] / self.cfg.global_batch_size))  # every sample, batches near the size
         sums: dict[str, float] = {}
@@ -104,6 +109,9 @@ class ActorRole:
                     break
             if kl_stopped:
                 break
+        self.optimizer.zero_grad(set_to_none=True)  # the gradients' memory is free while rollouts run
+        if self.cfg.offload and self.sharded is None:
+            move_optimizer_state(self.optimizer, torch.device("cpu"))
         if self.sharded is not None:
             self.sharded.copy_full_weights_to(self.policy)
         sums, counts = self._sum_metrics(sums, counts)
@@ -205,6 +213,14 @@ class ActorRole:
         if self.sharded is not None:
             return self.sharded.trainable()
         return [p for p in self.policy.parameters() if p.requires_grad]
+
+
+def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move AdamW's moments to `device` (its step counts stay where AdamW keeps them, on the host)."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key != "step" and torch.is_tensor(value):
+                state[key] = value.to(device)
 
 
 def build_optimizer(policy: Pi0Policy, optim_cfg: DictConfig) -> torch.optim.AdamW:
