@@ -1,6 +1,7 @@
 """Placed runs on CPU slots: iteration time and busy fractions per shape, pipelining, weight-sync time.
 
-    python benchmarks/placement.py                       # all three sections
+    python benchmarks/placement.py                       # every CPU section
+    python benchmarks/placement.py --section gpu         # on a CUDA machine
     python benchmarks/placement.py --section pipeline --envs 16 --iterations 3
 
 shapes    the seed's three placements (scaled to 4 / 2 / 3 CPU slots) and the single process, PPO on the
@@ -14,6 +15,9 @@ sharding  the collocated shape (2 slots) with actor.data_parallel ddp and fsdp2:
           the training state each actor process holds for the nano's and the real pi0's trainable weights
           (P of them, fp32, A = 2 actors: DDP 16P bytes (weights, gradients, AdamW's two moments); FSDP2 4P for
           the rollout's full copy + 12P / A for the shards, their gradients and moments).
+gpu       on a CUDA machine only: `env: 0, 'rollout,actor': 0` on one GPU (the env process beside the fused
+          rollout + actor), the nano with actor.model.precision bf16 and fp32: iteration, rollout window and
+          update time, and actor rank 0's peak GPU memory (`memory/gpu_peak_gb`).
 sync      actor -> rollout weight broadcast (`World.broadcast_weights`, fp32 over gloo between two
           processes) for the nano's trainable weights, a mid size and the real pi0's expert + heads.
 
@@ -129,6 +133,23 @@ def sharding(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
               f"| {(4 + 12 / 8) * numel / 1e9:.3f} |")
 
 
+def gpu(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("--section gpu needs a CUDA device (the other sections run on CPU slots)")
+    print(f"\n## One GPU: env process + fused rollout,actor, PPO, {envs} envs, {iterations} iterations "
+          "(mean over iterations 2..)\n")
+    print("| precision | iteration s | rollout window s | update s | peak GPU memory GB |")
+    print("|---|---|---|---|---|")
+    for precision in ("bf16", "fp32"):
+        later = run(checkpoint, tmp / f"gpu_{precision}", envs, iterations, [
+            "cluster.num_devices=1", "cluster.component_placement={env: 0, 'rollout,actor': 0}",
+            f"actor.model.precision={precision}"])[1:]
+        print(f"| {precision} | {statistics.mean(m['time/iteration'] for m in later):.2f} "
+              f"| {statistics.mean(m['time/window'] for m in later):.2f} "
+              f"| {statistics.mean(m['time/update'] for m in later):.2f} "
+              f"| {max(m['memory/gpu_peak_gb'] for m in later):.2f} |", flush=True)
+
+
 def _sync_worker(rank: int, store_path: str, sizes: list[int], repeats: int, out) -> None:
     import torch.distributed as dist
 
@@ -189,7 +210,7 @@ def sync(tmp: Path, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--section", choices=["shapes", "pipeline", "sharding", "sync", "all"], default="all")
+    parser.add_argument("--section", choices=["shapes", "pipeline", "sharding", "sync", "gpu", "all"], default="all")
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
@@ -205,6 +226,8 @@ def main() -> None:
             sharding(checkpoint, tmp, args.envs, args.iterations)
         if args.section in ("sync", "all"):
             sync(tmp, args.repeats)
+        if args.section == "gpu":
+            gpu(checkpoint, tmp, args.envs, args.iterations)
 
 
 if __name__ == "__main__":

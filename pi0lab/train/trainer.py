@@ -301,6 +301,8 @@ class RLTrainer(TrainingLoop):
             metrics["time/iteration"] = time.perf_counter() - start
             metrics["env/steps"] = float(env_steps)
             metrics["env/steps_per_second"] = env_steps / max(timer.totals["time/window"], 1e-9)  # rollout throughput
+            if self.device.type == "cuda":  # this process's peak (actor rank 0, with what it is fused with)
+                metrics["memory/gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return self._finish_iteration(metrics, video)
 
     def _collect(self, on_step) -> tuple[list[tuple[int, Trajectory]], dict[str, float]]:
