@@ -7,8 +7,8 @@
     python benchmarks/learning.py --privileged-state --out runs/benchmark-learning-state   # the state-based control arm
     python benchmarks/learning.py --stages ppo dsrl      # a subset of the RL stages
 
-Each suite's numbers go to <out>/<suite>/result.json, so suites can run as separate processes
-(one per core, OMP_NUM_THREADS=1) into the same --out. Prints the reference recipe's table with
+Each suite's numbers go to <out>/<suite>/result.json after every stage, so suites can run as separate
+processes (one per core, OMP_NUM_THREADS=1) into the same --out, and a rerun goes on from the stages done. Prints the reference recipe's table with
 every suite found there, plus env steps and wall-clock per stage. Success is the ODE sampler's on
 the same fixed (task, init) pairs for every row (`env.eval.num_episodes` of them), started from
 x_1 = 0 (the tabletop configs' `actor.model.openpi.initial_noise: zero`: deterministic scores; DSRL
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from pi0lab.envs.demos import read_demo_index, write_demos
 from pi0lab.train.config import load_config
-from pi0lab.train.evaluate import results_table
+from pi0lab.train.evaluate import evaluate_policy, results_table
+from pi0lab.train.roles import build_envs, build_policy
 from pi0lab.train.sft import run_sft
 from pi0lab.train.stages import train_and_evaluate
 
@@ -39,6 +40,30 @@ def rl_stage(config: str, suite: str, checkpoint: Path, out: Path, overrides: li
     return {"success": result.evaluation.success_rate, "env_steps": result.env_steps, "episodes": result.episodes,
             "minutes": result.minutes,
             "per_task": result.evaluation.per_task}
+
+
+def sft_stage(cfg, suite: str, privileged_state: bool, checkpoint: Path) -> dict:
+    """Demos + few-shot SFT; when an interrupted run of this benchmark already saved the SFT checkpoint, that
+    checkpoint is scored again on the same pairs instead (its training minutes are then unknown: null)."""
+    start = time.perf_counter()
+    if not (checkpoint / "model.safetensors").is_file():
+        write_demos(suite, cfg.sft.demo_path, episodes_per_task=cfg.sft.demos_per_task,
+                    noise_std=cfg.sft.demo_action_noise, privileged_state=privileged_state)
+    demos = read_demo_index(cfg.sft.demo_path)["episodes"]
+    if (checkpoint / "model.safetensors").is_file():
+        print(f"{checkpoint} exists: scoring it instead of training SFT again", flush=True)
+        envs = build_envs(cfg.env.eval, cfg.runner.seed)
+        try:
+            evaluation = evaluate_policy(build_policy(cfg.actor.model, override_path=checkpoint), envs,
+                                         cfg.env.eval.num_episodes or cfg.env.eval.total_num_envs, cfg.runner.seed)
+        finally:
+            envs.close()
+        minutes = None
+    else:
+        sft = run_sft(cfg)
+        evaluation, minutes = sft.evaluations[max(sft.evaluations)], (time.perf_counter() - start) / 60
+    return {"success": evaluation.success_rate, "env_steps": sum(e["length"] for e in demos), "episodes": len(demos),
+            "minutes": minutes, "per_task": evaluation.per_task}
 
 
 def main() -> None:
@@ -64,19 +89,16 @@ def main() -> None:
                                                     "sft.eval_interval=-1", f"sft.init_path={args.base or 'null'}",
                                                     f"sft.freeze_vision={args.base is not None}",
                                                     *shared])
-        start = time.perf_counter()
-        write_demos(suite, sft_cfg.sft.demo_path, episodes_per_task=sft_cfg.sft.demos_per_task,
-                    noise_std=sft_cfg.sft.demo_action_noise, privileged_state=args.privileged_state)
-        demos = read_demo_index(sft_cfg.sft.demo_path)["episodes"]
-        sft = run_sft(sft_cfg)
-        result = {
-            "sft": {"success": sft.success_rate, "env_steps": sum(e["length"] for e in demos), "episodes": len(demos),
-                    "minutes": (time.perf_counter() - start) / 60,
-                    "per_task": sft.evaluations[max(sft.evaluations)].per_task},
-            **{stage: rl_stage(config, suite, sft.checkpoint, out / stage, shared[1:])
-               for stage, (config, _) in RL_STAGES.items() if stage in args.stages},
-        }
-        (out / "result.json").write_text(json.dumps(result, indent=1))
+        result_path = out / "result.json"  # written after every stage: a rerun goes on where one stopped
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        checkpoint = Path(sft_cfg.sft.save_path)
+        if "sft" not in result:
+            result["sft"] = sft_stage(sft_cfg, suite, args.privileged_state, checkpoint)
+            result_path.write_text(json.dumps(result, indent=1))
+        for stage, (config, _) in RL_STAGES.items():
+            if stage in args.stages and stage not in result:
+                result[stage] = rl_stage(config, suite, checkpoint, out / stage, shared[1:])
+                result_path.write_text(json.dumps(result, indent=1))
         print(json.dumps({suite: {stage: round(result[stage]["success"], 3) for stage in result}}), flush=True)
     print_table(args.out)
 
@@ -94,8 +116,12 @@ def print_table(out: Path) -> None:
     print("\n| Stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
     for stage in stages:
         cells = [f"{r[stage]['env_steps']:,} steps, {r[stage].get('episodes', '?')} episodes, "
-                 f"{r[stage]['minutes']:.0f} min" if stage in r else "-" for r in results.values()]
+                 f"{_minutes(r[stage]['minutes'])}" if stage in r else "-" for r in results.values()]
         print(f"| {stage} | " + " | ".join(cells) + " |")
+
+
+def _minutes(minutes: float | None) -> str:
+    return "? min (an interrupted run's SFT)" if minutes is None else f"{minutes:.0f} min"
 
 
 if __name__ == "__main__":
