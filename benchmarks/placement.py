@@ -12,9 +12,8 @@ pipeline  `env: 0, rollout: 1, actor: 2` with rollout.pipeline_stage_num 1 and 2
           set so that a chunk's env time (the envs' own stepping + the wait) equals its inference: rollout throughput
           (env steps / window seconds) of each and their ratio.
 sharding  the collocated shape (2 slots) with actor.data_parallel ddp and fsdp2: update and iteration time, and
-          the training state each actor process holds for the nano's and the real pi0's trainable weights
-          (P of them, fp32, A = 2 actors: DDP 16P bytes (weights, gradients, AdamW's two moments); FSDP2 4P for
-          the rollout's full copy + 12P / A for the shards, their gradients and moments).
+          the bytes of training state per actor process (`training_state_bytes`) for the nano's and the real
+          pi0's trainable weights, between updates and at an update's peak (activations not counted).
 gpu       on a CUDA machine only: `env: 0, 'rollout,actor': 0` on one GPU (the env process beside the fused
           rollout + actor), the nano with actor.model.precision bf16 and fp32: iteration, rollout window and
           update time, and actor rank 0's peak GPU memory (`memory/gpu_peak_gb`).
@@ -125,12 +124,26 @@ def sharding(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:
         print(f"| {mode} | {statistics.mean(m['time/update'] for m in later):.2f} "
               f"| {statistics.mean(m['time/iteration'] for m in later):.2f} |", flush=True)
     nano, real = nano_and_real_pi0()
-    trainable = {"nano, expert + heads": expert_and_heads(nano), "real pi0, expert + heads": expert_and_heads(real)}
-    print("\n| trainable weights | P | DDP per actor (GB) | FSDP2 per actor, 2 actors (GB) | 8 actors (GB) |")
-    print("|---|---|---|---|---|")
+    trainable = {"nano, expert + heads": expert_and_heads(nano), "real pi0, expert + heads": expert_and_heads(real),
+                 "real pi0, every weight": sum(p.numel() for p in real.parameters())}
+    setups = [("ddp", 1), ("fsdp2", 2), ("fsdp2", 8)]
+    print("\n| trainable weights | P | " + " | ".join(f"{m}, {a} actor{'s' * (a > 1)}: between / peak GB"
+                                                   for m, a in setups) + " |")
+    print("|---|---|" + "---|" * len(setups))
     for name, numel in trainable.items():
-        print(f"| {name} | {numel / 1e6:.1f} M | {16 * numel / 1e9:.3f} | {(4 + 12 / 2) * numel / 1e9:.3f} "
-              f"| {(4 + 12 / 8) * numel / 1e9:.3f} |")
+        cells = [" / ".join(f"{b / 1e9:.2f}" for b in training_state_bytes(numel, m, a)) for m, a in setups]
+        print(f"| {name} | {numel / 1e6:.1f} M | " + " | ".join(cells) + " |")
+
+
+def training_state_bytes(numel: int, data_parallel: str, actors: int) -> tuple[int, int]:
+    """Bytes an actor process holds for P = `numel` fp32 trainable weights, between updates and at an update's
+    peak. DDP: the weights 4P and AdamW's two moments 8P, plus the gradients 4P during an update. FSDP2: the
+    rollout's full copy 4P and a 1/A share of the weights and moments 12P / A, plus during an update the gathered
+    weights 4P and the share of the gradients 4P / A."""
+    if data_parallel == "ddp":
+        return 12 * numel, 16 * numel
+    between = 4 * numel + 12 * numel // actors
+    return between, between + 4 * numel + 4 * numel // actors
 
 
 def gpu(checkpoint: Path, tmp: Path, envs: int, iterations: int) -> None:

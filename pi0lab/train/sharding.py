@@ -11,9 +11,11 @@ The training copy is a deep copy of the policy that *shares* its frozen weights 
 under `train_expert_only`): they are neither copied nor sharded (`ignored_params`), only the trainable ones
 are. pi0 runs its layers by parts (the VLM's and the expert's layers meet inside each attention), never
 through a layer's own forward, so the whole model is one FSDP unit, entered through this module's forward:
-its trainable weights are gathered for a micro-batch's forward + backward and freed after it. Memory per
-actor process, with P trainable parameters in fp32: the rollout's full copy 4P, during a micro-batch 4P
-gathered, and 12P / A for the shards, their gradients and AdamW's two moments (DDP: 16P in every process).
+its trainable weights are gathered for a micro-batch's forward + backward and freed after it. Bytes per
+actor process for P fp32 trainable weights over A actors: between updates the rollout's full copy 4P and
+the shares of the weights and AdamW's moments 12P / A (DDP: 12P); at an update's peak 4P more for the
+gathered weights and 4P / A for the gradients' share (DDP: 16P). So it pays from A = 3 on, and most for
+full fine-tuning (the real pi0's 3.2 B weights: 52 GB per process with DDP, 32 GB with 8 FSDP2 actors).
 
 With `actor.offload` the shards, their gradients and AdamW's state live in host memory (FSDP2's
 `CPUOffloadPolicy`, pinned on CUDA): AdamW steps on the host, and the device holds only what a
