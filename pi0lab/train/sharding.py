@@ -14,7 +14,7 @@ through a layer's own forward, so the whole model is one FSDP unit, entered thro
 its trainable weights are gathered for a micro-batch's forward + backward and freed after it. Bytes per
 actor process for P fp32 trainable weights over A actors: between updates the rollout's full copy 4P and
 the shares of the weights and AdamW's moments 12P / A (DDP: 12P); at an update's peak 4P more for the
-gathered weights and 4P / A for the gradients' share (DDP: 16P). So it pays from A = 3 on, and most for
+gathered weights and 4P / A for the gradients' share (DDP: 16P). So its peak is below DDP's from A = 3 on, most for
 full fine-tuning (the real pi0's 3.2 B weights: 52 GB per process with DDP, 32 GB with 8 FSDP2 actors).
 
 With `actor.offload` the shards, their gradients and AdamW's state live in host memory (FSDP2's
