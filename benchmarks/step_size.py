@@ -47,6 +47,8 @@ VARIANTS = {  # name -> (config, overrides)
                                         "actor.optim.lr=5e-5"]),
     "big_batch_lr1e-4": ("tabletop_ppo_nano", ["env.train.total_num_envs=480", "actor.global_batch_size=2048",
                                                "actor.optim.lr=1e-4"]),
+    "big_batch_lr2e-4": ("tabletop_ppo_nano", ["env.train.total_num_envs=480", "actor.global_batch_size=2048",
+                                               "actor.optim.lr=2e-4"]),
     # GRPO at the shipped PPO's budget: 120 envs = 15 scenes x 8, the same batch, lr and warm-up
     "grpo_wide": ("tabletop_grpo_nano", ["env.train.total_num_envs=120", "actor.optim.lr=2e-5",
                                          "actor.global_batch_size=512", "actor.micro_batch_size=128",
