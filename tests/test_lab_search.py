@@ -69,14 +69,16 @@ def test_check_space_refuses_what_load_config_refuses():
 
 
 def test_a_trial_suggests_in_range_and_an_invalid_combination_is_refused_before_it_runs():
-    space = [parse_search("actor.optim.lr=log:1e-6:1e-4"), parse_search("actor.micro_batch_size=choice:64,256"),
-             parse_search("actor.global_batch_size=choice:256,384")]
-    check_space("tabletop_ppo_nano", [], space)  # each value alone is valid
+    valid = [parse_search("actor.optim.lr=log:1e-6:1e-4"), parse_search("actor.micro_batch_size=choice:64,128"),
+             parse_search("actor.global_batch_size=choice:256,384")]  # every combination is valid
     study = optuna.create_study()
-    values = suggest(study.ask(), space)
+    values = suggest(study.ask(), valid)
     assert 1e-6 <= values["actor.optim.lr"] <= 1e-4
     cfg = trial_config("tabletop_ppo_nano", [], values)
     assert cfg.actor.optim.lr == values["actor.optim.lr"]  # every digit survives key=value
+    space = [parse_search("actor.optim.lr=log:1e-6:1e-4"), parse_search("actor.micro_batch_size=choice:64,256"),
+             parse_search("actor.global_batch_size=choice:256,384")]
+    check_space("tabletop_ppo_nano", [], space)  # each value alone is valid, one combination is not
     fixed = optuna.trial.FixedTrial({"actor.optim.lr": 1e-5, "actor.micro_batch_size": 256, "actor.global_batch_size": 384})
     with pytest.raises(ConfigError, match="actor.micro_batch_size=256 does not divide actor.global_batch_size=384"):
         trial_config("tabletop_ppo_nano", [], suggest(fixed, space))

@@ -23,6 +23,8 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +150,32 @@ class Supervisor:
                 leaked.unlink(missing_ok=True)
 
 
+@contextmanager
+def beating(beat: Callable[[int], None]):
+    """Call `beat(count)` (count = 0, 1, ...) every `HEARTBEAT_S` from a thread while the block runs.
+
+    The thread is stopped and joined before the block is left: a daemon thread caught inside a store call when
+    the interpreter shuts down is ended mid-call, and that aborts the process ("terminate called without an
+    active exception") after its work is done."""
+    done = threading.Event()
+
+    def run() -> None:
+        count = 0
+        while True:
+            beat(count)
+            count += 1
+            if done.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=run, daemon=True, name="pi0lab-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -169,25 +197,21 @@ def _worker_entry(target, args: tuple, plan: RunPlan, rank: int, port: int, repo
     beat_store = dist.TCPStore("127.0.0.1", port, is_master=False, use_libuv=False)  # one client per thread
     parent = os.getppid()
 
-    def beat():
-        count = 0
-        while True:
-            if os.getppid() != parent:  # the parent died: do not outlive it
-                os._exit(1)
-            try:
-                beat_store.set(f"pi0lab/heartbeat/{rank}", str(count))
-            except Exception:  # the store went away with the parent
-                os._exit(1)
-            count += 1
-            time.sleep(HEARTBEAT_S)
+    def beat(count: int) -> None:
+        if os.getppid() != parent:  # the parent died: do not outlive it
+            os._exit(1)
+        try:
+            beat_store.set(f"pi0lab/heartbeat/{rank}", str(count))
+        except Exception:  # the store went away with the parent
+            os._exit(1)
 
-    threading.Thread(target=beat, daemon=True).start()
-    try:
-        target(plan, rank, dist.PrefixStore("pg", store), store, reports.put, *args)
-    except BaseException:
-        store.set(f"pi0lab/error/{rank}", traceback.format_exc())
-        reports.close()
-        reports.join_thread()
-        os._exit(1)
+    with beating(beat):
+        try:
+            target(plan, rank, dist.PrefixStore("pg", store), store, reports.put, *args)
+        except BaseException:
+            store.set(f"pi0lab/error/{rank}", traceback.format_exc())
+            reports.close()
+            reports.join_thread()
+            os._exit(1)
     reports.close()
     reports.join_thread()

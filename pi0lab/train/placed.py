@@ -16,7 +16,6 @@ the others' heartbeats in that store and exits (naming the culprit) when one sto
 import datetime
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from omegaconf import DictConfig
 
 from pi0lab.runtime.plan import RunPlan, plan_run
 from pi0lab.runtime.spans import flush_spans, start_spans
-from pi0lab.runtime.supervise import HEARTBEAT_S, HUNG_AFTER_S, Supervisor
+from pi0lab.runtime.supervise import HUNG_AFTER_S, Supervisor, beating
 from pi0lab.runtime.world import World
 from pi0lab.train.checkpoint import latest_checkpoint
 from pi0lab.train.evaluate import EvalResult, evaluate_policy
@@ -168,37 +167,34 @@ def run_torchrun_worker(cfg: DictConfig, resume: bool | None, threads: int = 1) 
         torch.cuda.set_device(plan.workers[rank].device % cfg.cluster.num_devices)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           use_libuv=False)
-    _start_heartbeats(store, rank, plan)
 
     def report(event: IterationEvent) -> None:
         print(_summary(event), flush=True)
 
-    run_worker(plan, rank, None, None, report, cfg, resume, threads)
+    with beating(_torchrun_heartbeat(store, rank, plan)):
+        run_worker(plan, rank, None, None, report, cfg, resume, threads)
 
 
-def _start_heartbeats(store, rank: int, plan: RunPlan) -> None:
-    """Every rank beats into torchrun's store; rank 0 also watches the others and exits when one stops beating
-    (torchrun then ends every worker)."""
+def _torchrun_heartbeat(store, rank: int, plan: RunPlan):
+    """`beat(count)` for `beating`: every rank beats into torchrun's store; rank 0 also watches the others and
+    exits when one stops beating (torchrun then ends every worker)."""
     key = "pi0lab/heartbeat/{}".format
+    last = {}
 
-    def beat():
-        count = 0
-        last = {}
-        while True:
-            store.set(key(rank), str(count))
-            count += 1
-            if rank == 0:
-                now = time.monotonic()
-                for other in range(1, plan.world_size):
-                    beats = store.get(key(other)) if store.check([key(other)]) else b"-1"
-                    seen, since = last.get(other, (None, now))
-                    if beats != seen:
-                        last[other] = (beats, now)
-                    elif beats != b"-1" and now - since > HUNG_AFTER_S:
-                        name = ",".join(plan.workers[other].components)
-                        print(f"error: {name} rank {other} stopped sending heartbeats {now - since:.0f} s ago: it is "
-                              "hung or stopped; ending the run", flush=True)
-                        os._exit(1)
-            time.sleep(HEARTBEAT_S)
+    def beat(count: int) -> None:
+        store.set(key(rank), str(count))
+        if rank != 0:
+            return
+        now = time.monotonic()
+        for other in range(1, plan.world_size):
+            beats = store.get(key(other)) if store.check([key(other)]) else b"-1"
+            seen, since = last.get(other, (None, now))
+            if beats != seen:
+                last[other] = (beats, now)
+            elif beats != b"-1" and now - since > HUNG_AFTER_S:
+                name = ",".join(plan.workers[other].components)
+                print(f"error: {name} rank {other} stopped sending heartbeats {now - since:.0f} s ago: it is "
+                      "hung or stopped; ending the run", flush=True)
+                os._exit(1)
 
-    threading.Thread(target=beat, daemon=True).start()
+    return beat
