@@ -1,6 +1,7 @@
 """The placed runtime on CPU slots: plans and their refusals, the three placement shapes end to end, equality
 with the single-process trainer and between 1 and 2 actor ranks, torchrun, faults, stop and resume, spans."""
 
+import atexit
 import json
 import os
 import signal
@@ -381,6 +382,24 @@ def test_a_failing_worker_ends_every_process_naming_it(fault, sig, words):
     assert _all_gone(pids), "a worker outlived the failure"
     assert took < (3.0 + 10.0 if fault == "stop" else 10.0), f"{fault}: {took:.1f} s"  # slack for a loaded machine
     assert failure.value is not None
+
+
+def _slow_exit_worker(plan, rank, pg_store, control_store, report, teardown_s):
+    """A worker whose work is done at once and whose interpreter then takes `teardown_s` to exit."""
+    atexit.register(time.sleep, teardown_s)
+    report(("done", rank))
+
+
+def test_a_worker_that_is_done_is_not_called_hung_while_it_exits():
+    """Its heartbeat stops when its work ends; tearing down for longer than the hung limit is not a hang."""
+    plan = plan_run(load_config("tabletop_ppo_nano", SHAPES["disaggregated"]))
+    supervisor = Supervisor(plan, _slow_exit_worker, (4.0,), hung_after_s=1.0)
+    supervisor.start()
+    try:
+        assert sorted(rank for _, rank in supervisor.messages()) == list(range(plan.world_size))
+    finally:
+        supervisor.shutdown()
+    assert [p.process.exitcode for p in supervisor.procs] == [0] * plan.world_size
 
 
 def test_killing_a_worker_of_a_real_run_ends_the_run(random_nano_checkpoint, tmp_path):

@@ -12,7 +12,8 @@ The parent owns the rendezvous store (a TCPStore on 127.0.0.1). Each worker:
   subprocesses it started), with its device bound before CUDA starts (`CUDA_VISIBLE_DEVICES`, and the EGL
   device MuJoCo renders LIBERO on);
 - writes a heartbeat counter into the store from a thread every `HEARTBEAT_S`; a counter that stops moving
-  for `HUNG_AFTER_S` (a stopped or wedged process) ends the run naming it;
+  for `HUNG_AFTER_S` (a stopped or wedged process) ends the run naming it. A worker whose work is done marks
+  itself done before its heartbeat stops, and then has `EXIT_GRACE_S` to exit;
 - on an exception writes its traceback into the store before exiting, so the parent's error carries it.
 The parent polls every `POLL_S`: a worker that exits non-zero (or by a signal) ends the run at once.
 """
@@ -34,9 +35,12 @@ import torch.multiprocessing as mp
 from pi0lab.runtime.plan import RunPlan
 from pi0lab.runtime.world import STOP_KEY
 
+done_key = "pi0lab/done/{}".format  # rank -> the key a worker sets once its work is done and it is exiting
+
 HEARTBEAT_S = 0.5
 HUNG_AFTER_S = 10.0
 STARTUP_GRACE_S = 120.0  # before its first heartbeat a worker is importing torch and building its roles
+EXIT_GRACE_S = 60.0  # a worker marked done is tearing down (process groups, interpreter) without heartbeats
 POLL_S = 0.2
 
 
@@ -109,9 +113,11 @@ class Supervisor:
             if beats != p.beats:
                 p.beats, p.last_change = beats, now
             elif code is None:
-                limit = STARTUP_GRACE_S if beats < 0 else self.hung_after_s
+                done = self.store.check([done_key(p.rank)])
+                limit = EXIT_GRACE_S if done else STARTUP_GRACE_S if beats < 0 else self.hung_after_s
                 if now - p.last_change > limit:
-                    what = "sent no heartbeat since it started" if beats < 0 else "stopped sending heartbeats"
+                    what = ("finished its work but did not exit" if done else
+                            "sent no heartbeat since it started" if beats < 0 else "stopped sending heartbeats")
                     self._fail(f"{p.name} (pid {p.process.pid}) {what} {now - p.last_change:.0f} s ago: "
                                   "it is hung or stopped (SIGSTOP?)")
 
@@ -213,5 +219,6 @@ def _worker_entry(target, args: tuple, plan: RunPlan, rank: int, port: int, repo
             reports.close()
             reports.join_thread()
             os._exit(1)
-    reports.close()
-    reports.join_thread()
+        reports.close()
+        reports.join_thread()
+        store.set(done_key(rank), "1")

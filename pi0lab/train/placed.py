@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from pi0lab.runtime.plan import RunPlan, plan_run
 from pi0lab.runtime.spans import flush_spans, start_spans
-from pi0lab.runtime.supervise import HUNG_AFTER_S, Supervisor, beating
+from pi0lab.runtime.supervise import HUNG_AFTER_S, Supervisor, beating, done_key
 from pi0lab.runtime.world import World
 from pi0lab.train.checkpoint import latest_checkpoint
 from pi0lab.train.evaluate import EvalResult, evaluate_policy
@@ -173,11 +173,12 @@ def run_torchrun_worker(cfg: DictConfig, resume: bool | None, threads: int = 1) 
 
     with beating(_torchrun_heartbeat(store, rank, plan)):
         run_worker(plan, rank, None, None, report, cfg, resume, threads)
+        store.set(done_key(rank), "1")
 
 
 def _torchrun_heartbeat(store, rank: int, plan: RunPlan):
     """`beat(count)` for `beating`: every rank beats into torchrun's store; rank 0 also watches the others and
-    exits when one stops beating (torchrun then ends every worker)."""
+    exits when one that is not done stops beating (torchrun then ends every worker)."""
     key = "pi0lab/heartbeat/{}".format
     last = {}
 
@@ -187,6 +188,8 @@ def _torchrun_heartbeat(store, rank: int, plan: RunPlan):
             return
         now = time.monotonic()
         for other in range(1, plan.world_size):
+            if store.check([done_key(other)]):  # done and exiting (or gone): torchrun reports how it exits
+                continue
             beats = store.get(key(other)) if store.check([key(other)]) else b"-1"
             seen, since = last.get(other, (None, now))
             if beats != seen:
