@@ -1,6 +1,7 @@
 """DSRL: the pi0 hooks it needs (pooled prefix features, rollout from a given x_1), the noise block, the
 replay buffer, SAC finding the best noise of a toy bandit, and the trainer end to end at toy size."""
 
+import copy
 import json
 
 import numpy as np
@@ -101,6 +102,64 @@ def test_replay_buffer_keeps_the_newest_and_round_trips():
     assert all(torch.equal(restored.storage[k], buffer.storage[k]) for k in ReplayBuffer.FIELDS)
     with pytest.raises(ValueError, match="fields"):
         buffer.add({"rewards": torch.zeros(1)})
+
+
+def test_a_subset_of_heads_is_those_rows_of_the_whole_ensemble():
+    sac = load_config(None, ["algorithm.sac.num_q_heads=5", "algorithm.sac.hidden_dims=[16,16]",
+                             "algorithm.sac.latent_dim=8"]).algorithm.sac
+    torch.manual_seed(0)
+    critic = SacAgent(feature_dim=6, state_dim=3, action_dim=4, sac=sac, gamma=0.9).critic
+    features, states, actions = torch.randn(7, 6), torch.randn(7, 3), torch.rand(7, 4) * 2 - 1
+    heads = torch.tensor([3, 0])
+    torch.testing.assert_close(critic(features, states, actions, heads=heads),
+                               critic(features, states, actions)[heads], rtol=1e-6, atol=1e-6)
+
+
+def _reference_sac_update(agent: SacAgent, batch: dict, generator: torch.Generator) -> None:
+    """SAC written out plainly (every head of the target computed, the actor's pass with the critic's weight
+    gradients), drawing the same random numbers in the same order as `SacAgent.update`."""
+    alpha = agent.log_alpha.exp().detach()
+    with torch.no_grad():
+        next_action, _ = agent.actor.sample(batch["next_features"], batch["next_states"], generator)
+        heads = torch.randperm(agent.critic.num_heads, generator=generator)[: agent.target_q_heads]
+        next_q = agent.target_critic(batch["next_features"], batch["next_states"], next_action)[heads]
+        target = batch["rewards"] + agent.gamma * (~batch["dones"]).float() * next_q.min(0).values
+    q = agent.critic(batch["features"], batch["states"], batch["actions"])
+    agent.critic_optimizer.zero_grad()
+    (q - target).square().mean().backward()
+    agent.critic_optimizer.step()
+    action, logprob = agent.actor.sample(batch["features"], batch["states"], generator)
+    agent.actor_optimizer.zero_grad()
+    (alpha * logprob - agent.critic(batch["features"], batch["states"], action).mean(0)).mean().backward()
+    agent.actor_optimizer.step()
+    agent.alpha_optimizer.zero_grad()
+    (-(agent.log_alpha * (logprob.detach() + agent.target_entropy))).mean().backward()
+    agent.alpha_optimizer.step()
+    with torch.no_grad():
+        for target_param, param in zip(agent.target_critic.parameters(), agent.critic.parameters()):
+            target_param.mul_(1 - agent.tau).add_(agent.tau * param)
+
+
+def test_sac_update_equals_sac_written_out_plainly():
+    sac = load_config(None, ["algorithm.sac.num_q_heads=5", "algorithm.sac.target_q_heads=2",
+                             "algorithm.sac.hidden_dims=[16,16]", "algorithm.sac.latent_dim=8",
+                             "algorithm.sac.actor_lr=1e-2", "algorithm.sac.critic_lr=1e-2"]).algorithm.sac
+    torch.manual_seed(0)
+    agent = SacAgent(feature_dim=6, state_dim=3, action_dim=4, sac=sac, gamma=0.9)
+    for param in agent.actor.head[-1].parameters():  # a policy whose output depends on the observation
+        torch.nn.init.normal_(param, std=0.1)
+    reference = copy.deepcopy(agent)
+    buffer = ReplayBuffer(capacity=64)
+    buffer.add({"features": torch.randn(64, 6), "states": torch.randn(64, 3), "actions": torch.rand(64, 4) * 2 - 1,
+                "rewards": torch.randn(64), "dones": torch.rand(64) < 0.2, "next_features": torch.randn(64, 6),
+                "next_states": torch.randn(64, 3)})
+    draws, mine, theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for _ in range(5):
+        batch = buffer.sample(16, draws)
+        agent.update(batch, mine)
+        _reference_sac_update(reference, batch, theirs)
+    for (name, got), expected in zip(agent.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_sac_finds_the_best_noise_of_a_bandit():

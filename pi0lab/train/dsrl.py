@@ -165,8 +165,11 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_heads, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_heads, 1, out_dim).uniform_(-bound, bound))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: Tensor, heads: Tensor | None = None) -> Tensor:
+        """x [E,B,I] (or [K,B,I] with `heads`, K head indices: only those heads' maps) -> [E or K,B,O]."""
+        if heads is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[heads], x, self.weight[heads])
 
 
 class QEnsemble(nn.Module):
@@ -183,9 +186,13 @@ class QEnsemble(nn.Module):
         self.heads = nn.Sequential(*layers, EnsembleLinear(num_heads, widths[-1], 1))
         self.num_heads = num_heads
 
-    def forward(self, features: Tensor, state: Tensor, action: Tensor) -> Tensor:
+    def forward(self, features: Tensor, state: Tensor, action: Tensor, heads: Tensor | None = None) -> Tensor:
+        """-> Q [E,B]; with `heads` (K indices) only those heads are computed: [K,B], the rows of Q they index."""
         x = torch.cat([self.encoder(features, state), action], dim=-1)  # [B, 2L + D]
-        return self.heads(x.expand(self.num_heads, *x.shape)).squeeze(-1)  # [E,B]
+        x = x.expand(self.num_heads if heads is None else len(heads), *x.shape)
+        for layer in self.heads:
+            x = layer(x, heads) if isinstance(layer, EnsembleLinear) else layer(x)
+        return x.squeeze(-1)
 
 
 # ------------------------------------------------------------------------------------------ agent
@@ -206,9 +213,9 @@ class SacAgent(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.initial_alpha)))
         self.target_entropy = -action_dim / 2 if sac.target_entropy is None else sac.target_entropy
         self.gamma, self.tau, self.target_q_heads, self.backup_entropy = gamma, sac.tau, sac.target_q_heads, sac.backup_entropy
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=sac.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=sac.actor_lr, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
@@ -225,16 +232,19 @@ class SacAgent(nn.Module):
         with torch.no_grad():
             next_action, next_logprob = self.actor.sample(batch["next_features"], batch["next_states"], generator)
             heads = torch.randperm(self.critic.num_heads, generator=generator, device=generator.device)
-            next_q = self.target_critic(batch["next_features"], batch["next_states"], next_action)
-            target = sac_q_target(batch["rewards"], batch["dones"], next_q[heads[: self.target_q_heads]],
-                                  next_logprob, alpha if self.backup_entropy else 0.0, self.gamma)
+            next_q = self.target_critic(batch["next_features"], batch["next_states"], next_action,
+                                        heads=heads[: self.target_q_heads])  # only the heads the minimum reads
+            target = sac_q_target(batch["rewards"], batch["dones"], next_q, next_logprob,
+                                  alpha if self.backup_entropy else 0.0, self.gamma)
         q = self.critic(batch["features"], batch["states"], batch["actions"])
         critic_loss = sac_critic_loss(q, target)
         _step(self.critic_optimizer, critic_loss)
 
         action, logprob = self.actor.sample(batch["features"], batch["states"], generator)
+        self.critic.requires_grad_(False)  # the actor's loss differentiates Q in the action only
         actor_loss = sac_actor_loss(self.critic(batch["features"], batch["states"], action), logprob, alpha)
-        _step(self.actor_optimizer, actor_loss)  # the critic's stray gradients are cleared before its next step
+        self.critic.requires_grad_(True)
+        _step(self.actor_optimizer, actor_loss)
 
         _step(self.alpha_optimizer, sac_temperature_loss(self.log_alpha, logprob, self.target_entropy))
         polyak_update(self.target_critic.parameters(), self.critic.parameters(), self.tau)
