@@ -10,6 +10,12 @@ Everything runs on the CPU with the nano pi0 on a built-in tabletop suite:
     4. print the results table with the paired standard error of each difference, write
        build/demo_report.html (curves, videos) and tensorboard logs
 
+The RL stages run what fits the main job's 20 minutes beside a 12-minute SFT: PPO's shipped 30
+iterations, and DSRL shortened to 100 iterations of 50 SAC updates (`DEMO_BUDGET`, ~7 minutes on one
+thread). The shipped DSRL recipe, 200 iterations of 200 updates, is what lifts (+12 to +16 points over
+three runs in docs/learning.md) and takes ~20 minutes of one core: `pi0lab train tabletop_dsrl_nano
+actor.model.model_path=<the demo's sft/model>`.
+
 Every row uses one evaluation protocol: the same fixed (task, init) pairs and the ODE sampler started
 from x_1 = 0 (the tabletop configs' `actor.model.openpi.initial_noise: zero`: deterministic scores); DSRL's row
 starts it from its noise policy's mean instead. PPO's rollouts start from x_1 = 0 too, and their
@@ -40,6 +46,7 @@ PPO_CURVES = ["env/success_once", "actor/loss", "actor/value_loss", "actor/appro
 DSRL_CURVES = ["env/success_once", "train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha",
                "train/sac/q_mean", "env/episode_len"]
 RL_STAGES = {"PPO": "tabletop_ppo_nano", "DSRL": "tabletop_dsrl_nano"}
+DEMO_BUDGET = {"PPO": [], "DSRL": ["runner.max_epochs=100", "algorithm.sac.updates_per_iteration=50"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[3/4] PPO and DSRL from the SFT checkpoint, side by side")
     stage_overrides = {name: [f"runner.logger.log_path={out}/{name.lower()}", f"actor.model.model_path={sft.checkpoint}",
-                              "runner.val_check_interval=-1", *shared] for name in RL_STAGES}
+                              "runner.val_check_interval=-1", *DEMO_BUDGET[name], *shared] for name in RL_STAGES}
     with ProcessPoolExecutor(len(RL_STAGES), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(train_and_evaluate, RL_STAGES[name], overrides, f"[{name}] ", 1)
                    for name, overrides in stage_overrides.items()}
