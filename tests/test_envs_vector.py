@@ -222,3 +222,18 @@ def test_restricted_init_states_are_the_only_ones_drawn_and_scored():
     with pytest.raises(ValueError, match="0 <= first < stop"):
         envs.restrict_init_states(10, 60)
     envs.close()
+
+
+def test_the_trainers_env_role_draws_only_the_configured_init_states():
+    """`env.train.init_states` reaches the resets RL trains on (held-out runs practise only [first, stop))."""
+    from pi0lab.train.config import load_config
+    from pi0lab.train.roles import EnvRole
+
+    cfg = load_config("tabletop_ppo_nano", ["env.train.total_num_envs=8", "env.train.init_states=[0,30]"])
+    role = EnvRole(cfg.env.train, seed=0)
+    drawn = set()
+    for _ in range(30):
+        role.reset()
+        drawn |= set(role.envs.init_state_ids.tolist())
+    role.envs.close()
+    assert drawn <= set(range(30)) and max(drawn) > 20

@@ -42,10 +42,12 @@ class EnvRole:
         return self.envs.num_envs
 
     def reset(self) -> dict:
-        """Reset every env; each block of `group_size` envs gets the same (task, init state)."""
+        """Reset every env; each block of `group_size` envs gets the same (task, init state), the init state
+        drawn from the envs' `init_states` [first, stop) (`env.*.init_states`; default: all of the task's)."""
         num_groups = self.num_envs // self.group_size
         tasks = self.rng.integers(0, self.envs.num_tasks, size=num_groups)
-        inits = np.array([self.rng.integers(0, self.envs.num_init_states(int(t))) for t in tasks])
+        first, stop = self.envs.init_states
+        inits = np.array([self.rng.integers(first, stop or self.envs.num_init_states(int(t))) for t in tasks])
         return self.envs.reset(np.repeat(tasks, self.group_size), np.repeat(inits, self.group_size))
 
     def step(self, actions: np.ndarray):
