@@ -1,4 +1,4 @@
-"""SAC math: the clipped ensemble target, the three losses, polyak averaging and the tanh-squashed Gaussian,
+"""SAC math: the clipped ensemble target, n-step returns, the three losses, polyak averaging and the tanh-squashed Gaussian,
 against hand-worked values, a numerical change of variables and a few properties."""
 
 import math
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pi0lab.rl import (polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
+from pi0lab.rl import (n_step_returns, polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
                        squashed_gaussian_sample)
 
 D = torch.float64
@@ -44,6 +44,53 @@ def test_q_target_is_detached_and_checks_shapes():
         sac_q_target(torch.zeros(3), torch.zeros(3), torch.ones(3), torch.zeros(3), 0.2, 0.9)
     with pytest.raises(ValueError, match="bool"):
         sac_q_target(torch.zeros(3), torch.full((3,), 0.5), torch.ones(2, 3), torch.zeros(3), 0.2, 0.9)
+
+
+def test_n_step_returns_by_hand():
+    # one env, 4 steps, the episode ends at step 2 (its step 3 belongs to no episode); gamma 0.5, n 2
+    # t=0: 1 + 0.5 * 2 = 2, not ended, bootstraps from t=2;  t=1: 2 + 0.5 * 4 = 4, ended at 2
+    # t=2: 4, ended there;  t=3: 8 + nothing (the window ends), not ended
+    returns, ended, next_step = n_step_returns(torch.tensor([[1.0], [2.0], [4.0], [8.0]], dtype=D),
+                                               torch.tensor([[False], [False], [True], [False]]), 0.5, 2)
+    assert returns[:, 0].tolist() == [2.0, 4.0, 4.0, 8.0]
+    assert ended[:, 0].tolist() == [False, True, True, False]
+    assert next_step[:, 0].tolist() == [2, 3, 3, 3]
+
+
+def plain_n_step(rewards: list[float], dones: list[bool], gamma: float, n: int, t: int) -> tuple[float, bool]:
+    """R_t and d_t of one env by the definition, step by step."""
+    total = 0.0
+    for k in range(n):
+        if t + k >= len(rewards):
+            return total, False
+        total += gamma**k * rewards[t + k]
+        if dones[t + k]:
+            return total, True
+    return total, False
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 4), st.integers(1, 10), st.floats(0.5, 1.0), st.integers(0, 10**6))
+def test_n_step_returns_equal_the_definition_and_n1_is_one_step(steps, envs, n, gamma, seed):
+    generator = torch.Generator().manual_seed(seed)
+    rewards = torch.randn(steps, envs, generator=generator, dtype=D)
+    dones = torch.rand(steps, envs, generator=generator) < 0.3
+    returns, ended, next_step = n_step_returns(rewards, dones, gamma, n)
+    for env in range(envs):
+        for t in range(steps):
+            expected, expected_end = plain_n_step(rewards[:, env].tolist(), dones[:, env].tolist(), gamma, n, t)
+            assert returns[t, env].item() == pytest.approx(expected)
+            assert ended[t, env].item() == expected_end
+            assert next_step[t, env].item() == min(t + n, steps - 1)
+    one_step = n_step_returns(rewards, dones, gamma, 1)
+    assert torch.equal(one_step[0], rewards) and torch.equal(one_step[1], dones)
+
+
+def test_n_step_returns_check_their_input():
+    with pytest.raises(ValueError, match="n >= 1"):
+        n_step_returns(torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), 0.9, 0)
+    with pytest.raises(ValueError, match="n_step_returns"):
+        n_step_returns(torch.zeros(3, 2), torch.zeros(3, dtype=torch.bool), 0.9, 2)
 
 
 def test_critic_loss_is_the_mean_over_heads_of_each_mse():

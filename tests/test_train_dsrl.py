@@ -12,6 +12,7 @@ from pi0lab.envs import make_env
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
 from pi0lab.train.dsrl import DSRLTrainer, NoiseBlock, ReplayBuffer, SacAgent
+from pi0lab.train.rollout import Timer
 
 DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
                 "env/success_once", "env/episode_len", "env/return"]
@@ -217,6 +218,25 @@ def test_two_iterations_log_the_metric_names(random_nano_checkpoint, tmp_path):
     assert (tmp_path / "checkpoints" / "step_000002" / "model" / "dsrl_agent.pt").is_file()
 
 
+def test_an_n_step_window_stores_summed_rewards_and_the_state_n_steps_on(random_nano_checkpoint, tmp_path):
+    windows = {}
+    for n in (1, 2):
+        trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / str(n), f"algorithm.sac.n_step={n}",
+                                      "algorithm.sac.step_penalty=0.25"), progress=False)
+        windows[n] = trainer.collect(Timer())[0]  # the same seeds: the same window
+        trainer.close()
+    one, two = windows[1], windows[2]
+    # 2 envs x 3 chunk steps (none ends before the time limit at step 3), stored t-major: row 2t + env
+    gamma = load_config("tabletop_dsrl_nano").algorithm.gamma
+    step = one["rewards"].reshape(3, 2)
+    torch.testing.assert_close(two["rewards"].reshape(3, 2), torch.stack([step[0] + gamma * step[1],
+                                                                         step[1] + gamma * step[2], step[2]]))
+    assert two["dones"].reshape(3, 2).tolist() == [[False, False], [True, True], [True, True]]
+    torch.testing.assert_close(two["next_features"][:2], one["features"][4:])  # step 0 bootstraps from step 2
+    torch.testing.assert_close(one["next_features"][:4], one["features"][2:])
+    assert torch.equal(one["dones"].reshape(3, 2)[:2], torch.zeros(2, 2, dtype=torch.bool))
+
+
 def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, tmp_path):
     straight = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a"), progress=False)
     expected = list(straight.iterate())[-1].metrics
@@ -282,6 +302,7 @@ def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
                           ("algorithm.sac.target_q_heads=5", "algorithm.sac.target_q_heads"),
                           ("algorithm.sac.noise_dims=33", "algorithm.sac.noise_dims"),
                           ("algorithm.sac.tau=0", "algorithm.sac.tau"),
+                          ("algorithm.sac.n_step=0", "algorithm.sac.n_step"),
                           ("algorithm.sac.hidden_dims=[]", "algorithm.sac.hidden_dims"),
                           ("algorithm.loss_type=actor_critic", "algorithm.loss_type")]:
         with pytest.raises(ConfigError, match=key):

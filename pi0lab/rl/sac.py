@@ -2,6 +2,7 @@
 tanh-squashed Gaussian policy.
 
     y      = r + gamma (1 - d) (min_e Q'_e(s', a') - alpha log pi(a'|s')),    a' ~ pi(.|s')
+    n-step: r -> R_t = sum_{k<n} gamma^k r_{t+k}, gamma -> gamma^n, s' -> s_{t+n}   (`n_step_returns`)
     L_Q    = mean_e mean_b (Q_e(s, a) - y)^2
     L_pi   = mean_b (alpha log pi(a|s) - mean_e Q_e(s, a)),                    a ~ pi(.|s) (reparameterised)
     L_alpha = -mean_b log_alpha (log pi(a|s) + H_target)
@@ -53,6 +54,45 @@ def sac_q_target(
     alpha = alpha.detach() if isinstance(alpha, torch.Tensor) else alpha
     soft_value = next_q.min(dim=0).values - alpha * next_logprob  # V(s') = min_e Q'_e - alpha log pi
     return (rewards + gamma * not_done * soft_value).detach()
+
+
+def n_step_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float, n: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n-step returns of a window of whole episodes, for the TD target y = R_t + gamma^n (1 - d_t) V(s_{t+n}).
+
+        R_t = sum_{k < m} gamma^k r_{t+k},   m = min(n, e - t + 1),   e = the first end at or after t
+        d_t = (e < t + n): the episode ended within the n steps, so nothing is bootstrapped
+
+    n = 1 gives back (r_t, done_t, t + 1). With n at least the episode's length, R_t is the Monte Carlo
+    return and d_t is always true. Steps after an end (a finished env in a synchronous window) get
+    values too; drop them.
+
+    Args:
+        rewards: [T,N] (time, envs).
+        dones: [T,N] bool: the episode ended at this step (success or time limit).
+        gamma: the per-step discount.
+        n: steps summed before bootstrapping, >= 1.
+
+    Returns:
+        returns [T,N], ended [T,N] bool, and next_step [T,N] long: t + n (clamped to T - 1; read it only where
+        not ended) -- the step whose state the target bootstraps from.
+    """
+    check_same_shape("n_step_returns", rewards=rewards, dones=dones)
+    if rewards.ndim != 2 or n < 1:
+        raise ValueError(f"n_step_returns: expected rewards and dones [T,N] and n >= 1, got {shape_str(rewards)} "
+                         f"and n={n}")
+    dones = as_bool("n_step_returns", "dones", dones)
+    steps, device = rewards.shape[0], rewards.device
+    returns, ended = torch.zeros_like(rewards), torch.zeros_like(dones)
+    alive = torch.ones_like(dones)  # no end in [t, t + k) yet
+    for k in range(n):
+        later = torch.arange(k, steps + k, device=device).clamp(max=steps - 1)  # row t reads step t + k
+        alive = alive & (torch.arange(steps, device=device) + k < steps)[:, None]
+        returns = returns + torch.where(alive, gamma**k * rewards[later], 0.0)
+        ended = ended | (alive & dones[later])
+        alive = alive & ~dones[later]
+    next_step = (torch.arange(steps, device=device) + n).clamp(max=steps - 1)[:, None].expand_as(rewards)
+    return returns, ended, next_step
 
 
 def sac_critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,9 @@ class SacConfig:
     # the TD target's -alpha log pi term (standard SAC). Off as in the reference: an episode ends at success, so a
     # positive entropy return per chunk step would pay the policy for taking longer
     backup_entropy: bool = False
+    # the TD target sums this many chunk steps' rewards before bootstrapping from the state n steps on
+    # (1: one-step SAC, the reference; n >= the episode's chunk steps: Monte Carlo returns)
+    n_step: int = 1
     tau: float = 0.005  # target critic: theta' <- (1 - tau) theta' + tau theta after each gradient step
     batch_size: int = 512
     replay_buffer_size: int = 15000  # transitions kept (chunk steps); the oldest go first
@@ -536,6 +539,8 @@ def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
     for name in ("noise_bound", "actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
         if sac[name] <= 0:
             fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
+    if sac.n_step < 1:
+        fail(f"algorithm.sac.n_step must be >= 1 (chunk steps summed before bootstrapping), got {sac.n_step}")
     if not 0 < sac.tau <= 1:
         fail(f"algorithm.sac.tau must be in (0, 1], got {sac.tau}")
     if not 0 <= sac.learning_starts <= sac.replay_buffer_size:

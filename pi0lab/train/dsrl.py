@@ -53,7 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from pi0lab.models.config import Pi0Config
-from pi0lab.rl import (polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
+from pi0lab.rl import (n_step_returns, polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
                        squashed_gaussian_sample)
 from pi0lab.train.checkpoint import load_checkpoint_state, rng_state, save_checkpoint, set_rng_state
 from pi0lab.train.evaluate import EvalResult, evaluate
@@ -212,7 +212,9 @@ class SacAgent(nn.Module):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.initial_alpha)))
         self.target_entropy = -action_dim / 2 if sac.target_entropy is None else sac.target_entropy
-        self.gamma, self.tau, self.target_q_heads, self.backup_entropy = gamma, sac.tau, sac.target_q_heads, sac.backup_entropy
+        # transitions span n_step chunk steps (their rewards summed, `n_step_returns`): the bootstrap discounts gamma^n
+        self.gamma = gamma**sac.n_step
+        self.tau, self.target_q_heads, self.backup_entropy = sac.tau, sac.target_q_heads, sac.backup_entropy
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=sac.actor_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True)
@@ -385,11 +387,16 @@ class DSRLTrainer(TrainingLoop):
             running = running & ~ended
             if not running.any():
                 break
-        # the next observation of step t is step t+1's; an ended step bootstraps nothing, so its own stands in
-        for step, following in zip(steps, steps[1:] + steps[-1:]):
-            step["next_features"], step["next_states"] = following["features"], following["states"]
-        keep = torch.cat([step.pop("running") for step in steps])
-        transitions = {name: torch.cat([step[name] for step in steps])[keep] for name in ReplayBuffer.FIELDS}
+        window = {name: torch.stack([step[name] for step in steps]) for name in steps[0]}  # each [T,N,...]
+        # transition t: R_t over n_step chunk steps, bootstrapping from step t+n's observation unless the episode
+        # ended first (then nothing is bootstrapped and the stored next observation is never read)
+        window["rewards"], window["dones"], next_step = n_step_returns(window["rewards"], window["dones"], algo.gamma,
+                                                                       sac.n_step)
+        envs = torch.arange(self.env.num_envs, device=self.device)
+        for name in ("features", "states"):
+            window[f"next_{name}"] = window[name][next_step, envs[None, :]]
+        keep = window.pop("running").flatten()
+        transitions = {name: window[name].flatten(0, 1)[keep] for name in ReplayBuffer.FIELDS}
         return transitions, {k: np.asarray(v) for k, v in info.items()}
 
     # ------------------------------------------------------------------------------------- loop
