@@ -26,6 +26,9 @@ VARIANTS = {
     "heads2": ["algorithm.sac.num_q_heads=2"],
     "heads5": ["algorithm.sac.num_q_heads=5"],
     "batch128": ["algorithm.sac.batch_size=128"],
+    "batch64": ["algorithm.sac.batch_size=64"],
+    "batch128_hidden2": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[128,128]"],
+    "batch128_width64": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[64,64,64]"],
 }
 NOISE_SIZE = 35  # x_1[:5, :7]: the executed steps' real dims
 

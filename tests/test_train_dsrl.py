@@ -259,6 +259,39 @@ def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, t
         assert torch.equal(a, b), name
 
 
+def test_updates_beside_the_collection_learn_from_the_windows_before_it(random_nano_checkpoint, tmp_path):
+    overlap = "algorithm.sac.update_during_collection=true"
+    sequential = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a", "runner.max_epochs=1"), progress=False)
+    list(sequential.iterate())  # collect window 1, then update on it
+    sequential.close()
+    runs = []
+    for name in ("b", "c"):
+        trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / name, overlap), progress=False)
+        runs.append((trainer, list(trainer.iterate())))
+        trainer.close()
+    (trainer, events), (again, _) = runs
+    # iteration 1 collects beside an empty buffer (no update); iteration 2 updates on window 1 only, as the
+    # sequential run's first iteration does, with the same batches
+    assert "train/sac/critic_loss" not in events[0].metrics and "train/sac/critic_loss" in events[1].metrics
+    assert events[1].metrics["train/replay_buffer/size"] == 12.0
+    for (name, a), b in zip(sequential.agent.state_dict().items(), trainer.agent.state_dict().values()):
+        assert torch.equal(a, b), name
+    for (name, a), b in zip(trainer.agent.state_dict().items(), again.agent.state_dict().values()):
+        assert torch.equal(a, b), name  # the threads' timing changes nothing
+
+    first = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "d", overlap), progress=False)
+    for _ in first.iterate():
+        first.request_stop()
+    first.close()
+    resumed = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "d", overlap), resume=True, progress=False)
+    last = list(resumed.iterate())[-1].metrics
+    resumed.close()
+    for name in ("train/sac/critic_loss", "train/sac/q_mean", "env/return", "train/replay_buffer/size"):
+        assert last[name] == events[-1].metrics[name], name
+    for (name, a), b in zip(trainer.agent.state_dict().items(), resumed.agent.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_evaluation_uses_the_mean_noise(random_nano_checkpoint, tmp_path):
     trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path), progress=False)
     obs = trainer.env.reset()

@@ -91,6 +91,9 @@ class SacConfig:
     batch_size: int = 512
     replay_buffer_size: int = 15000  # transitions kept (chunk steps); the oldest go first
     updates_per_iteration: int = 200  # gradient steps after each collected window
+    # run each window's SAC updates beside the collection of the next (two threads; run one torch thread each,
+    # OMP_NUM_THREADS=1, and they take a core each): the window is played by the policy before those updates
+    update_during_collection: bool = False
     learning_starts: int = 0  # no gradient step until the buffer holds this many transitions (the policy explores)
     step_penalty: float = 0.0  # subtracted from every chunk step's reward (favours finishing sooner)
 

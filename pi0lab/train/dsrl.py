@@ -44,6 +44,7 @@ at `actor.model.model_path`, which a resumed run reads again.
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,7 +321,8 @@ class DSRLTrainer(TrainingLoop):
 
     One iteration: reset every training env, play the window to the end of all episodes (the noise policy
     samples a per chunk step, pi0 runs its ODE from x_1), push the transitions, then
-    `algorithm.sac.updates_per_iteration` SAC steps on batches of `algorithm.sac.batch_size`.
+    `algorithm.sac.updates_per_iteration` SAC steps on batches of `algorithm.sac.batch_size`. With
+    `algorithm.sac.update_during_collection` the updates run beside the window instead, on the windows before it.
     """
 
     def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
@@ -339,6 +341,8 @@ class DSRLTrainer(TrainingLoop):
         self.agent = SacAgent(self.policy.model.config.vlm.width, self.state_dim, self.block.size, sac,
                               cfg.algorithm.gamma).to(self.device)
         self.buffer = ReplayBuffer(sac.replay_buffer_size, self.device)
+        # the noise policy that plays the training windows: a copy while the updates run beside the collection
+        self.behaviour = copy.deepcopy(self.agent.actor) if sac.update_during_collection else self.agent.actor
         self.collect_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
         self.update_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 2)
         self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed)
@@ -352,16 +356,19 @@ class DSRLTrainer(TrainingLoop):
     # ------------------------------------------------------------------------------------- acting
 
     @torch.no_grad()
-    def act(self, obs: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def act(self, obs: dict, generator: torch.Generator | None = None, actor: NoisePolicy | None = None
+            ) -> dict[str, Tensor]:
         """Env observations -> env actions [N,C,E] (numpy), with the features [N,W], states [N,S] and SAC
-        actions [N,D] behind them. generator=None: the policy's mean noise tanh(mean) (deterministic)."""
+        actions [N,D] behind them. generator=None: the policy's mean noise tanh(mean) (deterministic).
+        actor: the noise policy to act with (default: the agent's own)."""
+        actor = self.agent.actor if actor is None else actor
         cache = self.policy.prefill(obs)
         features = cache.features.float()
         states = self.policy.preprocess_state(obs["states"])[:, : self.state_dim]
         if generator is None:
-            action = self.agent.actor.mean_action(features, states)
+            action = actor.mean_action(features, states)
         else:
-            action, _ = self.agent.actor.sample(features, states, generator)
+            action, _ = actor.sample(features, states, generator)
         out = self.policy.rollout(obs, deterministic=True, noise=self.block.to_noise(action), prefix=cache)
         return {"env_actions": out["actions"].cpu().numpy(), "features": features, "states": states, "actions": action}
 
@@ -375,7 +382,7 @@ class DSRLTrainer(TrainingLoop):
         running = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)  # episode not ended before t
         for _ in range(self.max_chunk_steps):
             with timer("time/rollout"):
-                step = self.act(obs, self.collect_generator)
+                step = self.act(obs, self.collect_generator, self.behaviour)
             with timer("time/env"):
                 obs, rewards, terminated, truncated, info = self.env.step(step.pop("env_actions"))
             if on_step is not None:
@@ -405,13 +412,21 @@ class DSRLTrainer(TrainingLoop):
         sac = self.cfg.algorithm.sac
         start, timer = time.perf_counter(), Timer()
         recorder = self._recorder("train")
-        transitions, info = self.collect(timer, on_step=recorder.add if recorder else None)
+        on_step = recorder.add if recorder else None
+        if sac.update_during_collection:
+            # this window is played by the noise policy as the previous iteration left it, while the updates
+            # learn from the windows before it: one thread each (one core each with one torch thread)
+            self.behaviour.load_state_dict(self.agent.actor.state_dict())
+            with ThreadPoolExecutor(max_workers=1) as learner:
+                updates = learner.submit(self._update, timer)
+                transitions, info = self.collect(timer, on_step=on_step)
+                updates = updates.result()
+            self.buffer.add(transitions)
+        else:
+            transitions, info = self.collect(timer, on_step=on_step)
+            self.buffer.add(transitions)
+            updates = self._update(timer)
         video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes() if recorder else None
-        self.buffer.add(transitions)
-        learning = self.buffer.size >= sac.learning_starts  # before: the fresh policy only explores
-        with timer("time/update"):
-            updates = [self.agent.update(self.buffer.sample(sac.batch_size, self.update_generator), self.update_generator)
-                       for _ in range(sac.updates_per_iteration if learning else 0)]
         self.iteration += 1
 
         metrics = {f"train/sac/{name}": torch.stack([u[name] for u in updates]).mean().item()
@@ -428,6 +443,14 @@ class DSRLTrainer(TrainingLoop):
             "time/iteration": time.perf_counter() - start,
         })
         return self._finish_iteration(metrics, video)
+
+    def _update(self, timer: Timer) -> list[dict[str, Tensor]]:
+        """`updates_per_iteration` SAC steps on the buffer as it is (none before it holds `learning_starts`)."""
+        sac = self.cfg.algorithm.sac
+        learning = self.buffer.size >= max(sac.learning_starts, 1)  # before: the fresh policy only explores
+        with timer("time/update"):
+            return [self.agent.update(self.buffer.sample(sac.batch_size, self.update_generator), self.update_generator)
+                    for _ in range(sac.updates_per_iteration if learning else 0)]
 
     # ------------------------------------------------------------------------------------- evaluation
 
