@@ -44,7 +44,6 @@ at `actor.model.model_path`, which a resumed run reads again.
 import copy
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,6 +254,16 @@ class SacAgent(nn.Module):
                 "q_mean": q.detach().mean(), "entropy": -logprob.detach().mean()}
 
 
+def sac_updates(agent: SacAgent, buffer: "ReplayBuffer", sac: DictConfig, generator: torch.Generator
+                ) -> dict[str, float]:
+    """`sac.updates_per_iteration` SAC steps on batches from the buffer as it is -> the mean of each metric
+    (nothing before the buffer holds `sac.learning_starts` transitions: until then the fresh policy explores)."""
+    if buffer.size < max(sac.learning_starts, 1):
+        return {}
+    updates = [agent.update(buffer.sample(sac.batch_size, generator), generator) for _ in range(sac.updates_per_iteration)]
+    return {name: torch.stack([u[name] for u in updates]).mean().item() for name in (updates[0] if updates else {})}
+
+
 def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -312,6 +321,88 @@ class ReplayBuffer:
         self.position = state["position"]
 
 
+# ------------------------------------------------------------------------------------------ learner process
+
+
+def _learner_state(agent: SacAgent, generator: torch.Generator) -> dict:
+    """Everything an update changes: the agent, its optimisers, the update generator."""
+    return {"agent": agent.state_dict(), "optimizers": {n: o.state_dict() for n, o in agent.optimizers().items()},
+            "generator": generator.get_state()}
+
+
+def _load_learner_state(agent: SacAgent, generator: torch.Generator, state: dict) -> None:
+    agent.load_state_dict(state["agent"])
+    for name, optimizer in agent.optimizers().items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    generator.set_state(state["generator"])
+
+
+def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, start: dict) -> None:
+    """The learner process: a mirror of the trainer's agent and buffer that runs the SAC updates on one thread.
+
+    Messages: ("update", None) -> replies (metrics, seconds, the learner state); ("add", transitions); ("close", None).
+    """
+    torch.set_num_threads(1)
+    agent, generator = SacAgent(*sizes, sac, gamma), torch.Generator()
+    _load_learner_state(agent, generator, start["learner"])
+    buffer = ReplayBuffer(sac.replay_buffer_size)
+    buffer.load_state_dict(start["buffer"])
+    while True:
+        command, payload = conn.recv()
+        if command == "close":
+            return
+        if command == "add":
+            buffer.add(payload)
+        else:
+            began = time.perf_counter()
+            metrics = sac_updates(agent, buffer, sac, generator)
+            conn.send((metrics, time.perf_counter() - began, _learner_state(agent, generator)))
+
+
+class LearnerProcess:
+    """The SAC updates in a child process, so that they run while the trainer collects the next window.
+
+    The child starts from the trainer's agent, optimisers, update generator and buffer; after each round of
+    updates the trainer loads the child's state back, so the trainer's copy (what acts, evaluates and is
+    checkpointed) always equals the child's, and a run is the same as the in-process one with the updates one
+    window behind.
+    """
+
+    def __init__(self, agent: SacAgent, buffer: ReplayBuffer, generator: torch.Generator, sizes: tuple[int, int, int],
+                 sac: DictConfig, gamma: float):
+        context = torch.multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        start = {"learner": _learner_state(agent, generator), "buffer": buffer.state_dict()}
+        self.process = context.Process(target=_learn, args=(child, sizes, sac, gamma, start), daemon=True,
+                                       name="pi0lab-sac-learner")
+        self.process.start()
+        child.close()
+
+    def start_updates(self) -> None:
+        self.conn.send(("update", None))
+
+    def finish_updates(self, agent: SacAgent, generator: torch.Generator) -> tuple[dict[str, float], float]:
+        """Wait for the round of updates, load its result into `agent` / `generator` -> (metrics, seconds)."""
+        try:
+            metrics, seconds, state = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the SAC learner process ended (exit code {self.process.exitcode}): "
+                               "see its error above") from None
+        _load_learner_state(agent, generator, state)
+        return metrics, seconds
+
+    def add(self, transitions: dict[str, Tensor]) -> None:
+        self.conn.send(("add", transitions))
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.conn.send(("close", None))
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+        self.conn.close()
+
+
 # ------------------------------------------------------------------------------------------ trainer
 
 
@@ -341,8 +432,6 @@ class DSRLTrainer(TrainingLoop):
         self.agent = SacAgent(self.policy.model.config.vlm.width, self.state_dim, self.block.size, sac,
                               cfg.algorithm.gamma).to(self.device)
         self.buffer = ReplayBuffer(sac.replay_buffer_size, self.device)
-        # the noise policy that plays the training windows: a copy while the updates run beside the collection
-        self.behaviour = copy.deepcopy(self.agent.actor) if sac.update_during_collection else self.agent.actor
         self.collect_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 1)
         self.update_generator = torch.Generator(self.device).manual_seed(cfg.actor.seed + 2)
         self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed)
@@ -350,6 +439,14 @@ class DSRLTrainer(TrainingLoop):
         self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
         if self.resume_from is not None:
             self._restore(self.resume_from)
+        self.learner = None
+        if sac.update_during_collection:
+            if self.device.type != "cpu":
+                raise ValueError("algorithm.sac.update_during_collection runs the SAC updates in a CPU process beside "
+                                 f"the collection; on {self.device} set it to false")
+            self.learner = LearnerProcess(self.agent, self.buffer, self.update_generator,
+                                          (self.policy.model.config.vlm.width, self.state_dim, self.block.size), sac,
+                                          cfg.algorithm.gamma)
         self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
                                    cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
 
@@ -382,7 +479,7 @@ class DSRLTrainer(TrainingLoop):
         running = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)  # episode not ended before t
         for _ in range(self.max_chunk_steps):
             with timer("time/rollout"):
-                step = self.act(obs, self.collect_generator, self.behaviour)
+                step = self.act(obs, self.collect_generator)
             with timer("time/env"):
                 obs, rewards, terminated, truncated, info = self.env.step(step.pop("env_actions"))
             if on_step is not None:
@@ -413,24 +510,21 @@ class DSRLTrainer(TrainingLoop):
         start, timer = time.perf_counter(), Timer()
         recorder = self._recorder("train")
         on_step = recorder.add if recorder else None
-        if sac.update_during_collection:
-            # this window is played by the noise policy as the previous iteration left it, while the updates
-            # learn from the windows before it: one thread each (one core each with one torch thread)
-            self.behaviour.load_state_dict(self.agent.actor.state_dict())
-            with ThreadPoolExecutor(max_workers=1) as learner:
-                updates = learner.submit(self._update, timer)
-                transitions, info = self.collect(timer, on_step=on_step)
-                updates = updates.result()
+        if self.learner is not None:  # the updates on the windows so far run while the agent plays this one
+            self.learner.start_updates()
+            transitions, info = self.collect(timer, on_step=on_step)
+            metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent, self.update_generator)
+            self.learner.add(transitions)
             self.buffer.add(transitions)
         else:
             transitions, info = self.collect(timer, on_step=on_step)
             self.buffer.add(transitions)
-            updates = self._update(timer)
+            with timer("time/update"):
+                metrics = sac_updates(self.agent, self.buffer, sac, self.update_generator)
         video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes() if recorder else None
         self.iteration += 1
 
-        metrics = {f"train/sac/{name}": torch.stack([u[name] for u in updates]).mean().item()
-                   for name in (updates[0] if updates else {})}
+        metrics = {f"train/sac/{name}": value for name, value in metrics.items()}
         metrics.update({
             "train/replay_buffer/size": float(self.buffer.size),
             "env/success_once": float(info["success_once"].mean()),
@@ -443,14 +537,6 @@ class DSRLTrainer(TrainingLoop):
             "time/iteration": time.perf_counter() - start,
         })
         return self._finish_iteration(metrics, video)
-
-    def _update(self, timer: Timer) -> list[dict[str, Tensor]]:
-        """`updates_per_iteration` SAC steps on the buffer as it is (none before it holds `learning_starts`)."""
-        sac = self.cfg.algorithm.sac
-        learning = self.buffer.size >= max(sac.learning_starts, 1)  # before: the fresh policy only explores
-        with timer("time/update"):
-            return [self.agent.update(self.buffer.sample(sac.batch_size, self.update_generator), self.update_generator)
-                    for _ in range(sac.updates_per_iteration if learning else 0)]
 
     # ------------------------------------------------------------------------------------- evaluation
 
@@ -497,6 +583,8 @@ class DSRLTrainer(TrainingLoop):
         self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
 
     def close(self) -> None:
+        if self.learner is not None:
+            self.learner.close()
         self.env.close()
         if self._eval_envs is not None:
             self._eval_envs.close()
