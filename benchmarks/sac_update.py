@@ -1,4 +1,4 @@
-"""DSRL's SAC update speed: milliseconds per `SacAgent.update` at the tabletop recipe's sizes.
+"""DSRL's SAC update speed: milliseconds per SAC step (`sac_updates` / `updates`) at the tabletop recipe's sizes.
 
 At `algorithm.sac.updates_per_iteration=200` the SAC updates are ~87% of a DSRL iteration on one
 thread, so their cost decides how much DSRL fits in a CPU budget. Each row builds the agent of
@@ -19,7 +19,7 @@ import torch
 from pi0lab.envs.base import STATE_DIM
 from pi0lab.models.config import Pi0Config
 from pi0lab.train.config import load_config
-from pi0lab.train.dsrl import ReplayBuffer, SacAgent
+from pi0lab.train.dsrl import ReplayBuffer, SacAgent, sac_updates
 
 VARIANTS = {
     "shipped": [],
@@ -29,6 +29,7 @@ VARIANTS = {
     "batch64": ["algorithm.sac.batch_size=64"],
     "batch128_hidden2": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[128,128]"],
     "batch128_width64": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[64,64,64]"],
+    "batch64_ratio2": ["algorithm.sac.batch_size=64", "algorithm.sac.critic_actor_ratio=2"],
 }
 NOISE_SIZE = 35  # x_1[:5, :7]: the executed steps' real dims
 
@@ -45,8 +46,8 @@ def random_transitions(count: int, feature_dim: int, generator: torch.Generator)
 
 
 def time_updates(overrides: list[str], updates: int, repeats: int) -> float:
-    """Median milliseconds of one update of the agent `overrides` configure."""
-    cfg = load_config("tabletop_dsrl_nano", overrides)
+    """Median milliseconds of one SAC step (a round of `updates` steps / updates) of the agent `overrides` configure."""
+    cfg = load_config("tabletop_dsrl_nano", [*overrides, f"algorithm.sac.updates_per_iteration={updates}"])
     sac, feature_dim = cfg.algorithm.sac, Pi0Config.nano().vlm.width
     torch.manual_seed(0)
     agent = SacAgent(feature_dim, STATE_DIM, NOISE_SIZE, sac, cfg.algorithm.gamma)
@@ -56,8 +57,7 @@ def time_updates(overrides: list[str], updates: int, repeats: int) -> float:
 
     def run() -> float:
         start = time.perf_counter()
-        for _ in range(updates):
-            agent.update(buffer.sample(sac.batch_size, generator), generator)
+        sac_updates(agent, buffer, sac, generator)
         return (time.perf_counter() - start) / updates * 1e3
 
     run()  # warm-up

@@ -11,7 +11,7 @@ import torch
 from pi0lab.envs import make_env
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
-from pi0lab.train.dsrl import DSRLTrainer, NoiseBlock, ReplayBuffer, SacAgent
+from pi0lab.train.dsrl import DSRLTrainer, NoiseBlock, ReplayBuffer, SacAgent, sac_updates
 from pi0lab.train.rollout import Timer
 
 DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
@@ -116,7 +116,7 @@ def test_a_subset_of_heads_is_those_rows_of_the_whole_ensemble():
                                critic(features, states, actions)[heads], rtol=1e-6, atol=1e-6)
 
 
-def _reference_sac_update(agent: SacAgent, batch: dict, generator: torch.Generator) -> None:
+def _reference_sac_update(agent: SacAgent, batch: dict, generator: torch.Generator, update_actor: bool = True) -> None:
     """SAC written out plainly (every head of the target computed, the actor's pass with the critic's weight
     gradients), drawing the same random numbers in the same order as `SacAgent.update`."""
     alpha = agent.log_alpha.exp().detach()
@@ -129,13 +129,14 @@ def _reference_sac_update(agent: SacAgent, batch: dict, generator: torch.Generat
     agent.critic_optimizer.zero_grad()
     (q - target).square().mean().backward()
     agent.critic_optimizer.step()
-    action, logprob = agent.actor.sample(batch["features"], batch["states"], generator)
-    agent.actor_optimizer.zero_grad()
-    (alpha * logprob - agent.critic(batch["features"], batch["states"], action).mean(0)).mean().backward()
-    agent.actor_optimizer.step()
-    agent.alpha_optimizer.zero_grad()
-    (-(agent.log_alpha * (logprob.detach() + agent.target_entropy))).mean().backward()
-    agent.alpha_optimizer.step()
+    if update_actor:
+        action, logprob = agent.actor.sample(batch["features"], batch["states"], generator)
+        agent.actor_optimizer.zero_grad()
+        (alpha * logprob - agent.critic(batch["features"], batch["states"], action).mean(0)).mean().backward()
+        agent.actor_optimizer.step()
+        agent.alpha_optimizer.zero_grad()
+        (-(agent.log_alpha * (logprob.detach() + agent.target_entropy))).mean().backward()
+        agent.alpha_optimizer.step()
     with torch.no_grad():
         for target_param, param in zip(agent.target_critic.parameters(), agent.critic.parameters()):
             target_param.mul_(1 - agent.tau).add_(agent.tau * param)
@@ -161,6 +162,29 @@ def test_sac_update_equals_sac_written_out_plainly():
         _reference_sac_update(reference, batch, theirs)
     for (name, got), expected in zip(agent.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_critic_actor_ratio_of_3_steps_the_actor_on_updates_0_3_6_of_a_round():
+    sac = load_config(None, ["algorithm.sac.num_q_heads=4", "algorithm.sac.hidden_dims=[16,16]",
+                             "algorithm.sac.latent_dim=8", "algorithm.sac.actor_lr=1e-2", "algorithm.sac.critic_lr=1e-2",
+                             "algorithm.sac.batch_size=16", "algorithm.sac.updates_per_iteration=7",
+                             "algorithm.sac.critic_actor_ratio=3"]).algorithm.sac
+    torch.manual_seed(0)
+    agent = SacAgent(feature_dim=6, state_dim=3, action_dim=4, sac=sac, gamma=0.9)
+    reference = copy.deepcopy(agent)
+    buffer = ReplayBuffer(capacity=64)
+    buffer.add({"features": torch.randn(64, 6), "states": torch.randn(64, 3), "actions": torch.rand(64, 4) * 2 - 1,
+                "rewards": torch.randn(64), "dones": torch.rand(64) < 0.2, "next_features": torch.randn(64, 6),
+                "next_states": torch.randn(64, 3)})
+    mine, theirs = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    metrics = sac_updates(agent, buffer, sac, mine)
+    for step in range(7):
+        _reference_sac_update(reference, buffer.sample(16, theirs), theirs, update_actor=step % 3 == 0)
+    for (name, got), expected in zip(agent.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+    steps = {name: optimizer.state_dict()["state"][0]["step"].item() for name, optimizer in agent.optimizers().items()}
+    assert steps == {"actor": 3, "critic": 7, "alpha": 3}
+    assert set(metrics) == {"critic_loss", "actor_loss", "alpha", "q_mean", "entropy"}
 
 
 def test_sac_finds_the_best_noise_of_a_bandit():

@@ -91,6 +91,8 @@ class SacConfig:
     batch_size: int = 512
     replay_buffer_size: int = 15000  # transitions kept (chunk steps); the oldest go first
     updates_per_iteration: int = 200  # gradient steps after each collected window
+    # critic steps per actor (and temperature) step: TD3's delayed policy update, RLinf's critic_actor_ratio
+    critic_actor_ratio: int = 1
     # run each window's SAC updates beside the collection of the next (two threads; run one torch thread each,
     # OMP_NUM_THREADS=1, and they take a core each): the window is played by the policy before those updates
     update_during_collection: bool = False
@@ -542,6 +544,8 @@ def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
     for name in ("noise_bound", "actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
         if sac[name] <= 0:
             fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
+    if sac.critic_actor_ratio < 1:
+        fail(f"algorithm.sac.critic_actor_ratio must be >= 1 (critic steps per actor step), got {sac.critic_actor_ratio}")
     if sac.n_step < 1:
         fail(f"algorithm.sac.n_step must be >= 1 (chunk steps summed before bootstrapping), got {sac.n_step}")
     if not 0 < sac.tau <= 1:

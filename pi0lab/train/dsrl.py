@@ -222,8 +222,10 @@ class SacAgent(nn.Module):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
-    def update(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-        """One SAC step on a batch of transitions: critic, then actor, then temperature, then the target critic.
+    def update(self, batch: dict[str, Tensor], generator: torch.Generator, update_actor: bool = True
+               ) -> dict[str, Tensor]:
+        """One SAC step on a batch of transitions: critic, then actor, then temperature, then the target critic
+        (without `update_actor`: the critic and its target only).
 
         batch: features [B,W], states [B,S], actions [B,D], rewards [B], dones [B] bool, next_features,
         next_states. The target's minimum runs over `target_q_heads` heads drawn at random each step; its
@@ -241,6 +243,10 @@ class SacAgent(nn.Module):
         q = self.critic(batch["features"], batch["states"], batch["actions"])
         critic_loss = sac_critic_loss(q, target)
         _step(self.critic_optimizer, critic_loss)
+        metrics = {"critic_loss": critic_loss.detach(), "alpha": alpha, "q_mean": q.detach().mean()}
+        if not update_actor:
+            polyak_update(self.target_critic.parameters(), self.critic.parameters(), self.tau)
+            return metrics
 
         action, logprob = self.actor.sample(batch["features"], batch["states"], generator)
         self.critic.requires_grad_(False)  # the actor's loss differentiates Q in the action only
@@ -250,18 +256,21 @@ class SacAgent(nn.Module):
 
         _step(self.alpha_optimizer, sac_temperature_loss(self.log_alpha, logprob, self.target_entropy))
         polyak_update(self.target_critic.parameters(), self.critic.parameters(), self.tau)
-        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha,
-                "q_mean": q.detach().mean(), "entropy": -logprob.detach().mean()}
+        return metrics | {"actor_loss": actor_loss.detach(), "entropy": -logprob.detach().mean()}
 
 
 def sac_updates(agent: SacAgent, buffer: "ReplayBuffer", sac: DictConfig, generator: torch.Generator
                 ) -> dict[str, float]:
-    """`sac.updates_per_iteration` SAC steps on batches from the buffer as it is -> the mean of each metric
-    (nothing before the buffer holds `sac.learning_starts` transitions: until then the fresh policy explores)."""
+    """`sac.updates_per_iteration` SAC steps on batches from the buffer as it is -> the mean of each metric over
+    the steps that report it (nothing before the buffer holds `sac.learning_starts` transitions: until then the
+    fresh policy explores). Every step updates the critic; steps 0, k, 2k, ... of the round (k =
+    `sac.critic_actor_ratio`) also the actor and the temperature."""
     if buffer.size < max(sac.learning_starts, 1):
         return {}
-    updates = [agent.update(buffer.sample(sac.batch_size, generator), generator) for _ in range(sac.updates_per_iteration)]
-    return {name: torch.stack([u[name] for u in updates]).mean().item() for name in (updates[0] if updates else {})}
+    updates = [agent.update(buffer.sample(sac.batch_size, generator), generator, i % sac.critic_actor_ratio == 0)
+               for i in range(sac.updates_per_iteration)]
+    names = dict.fromkeys(name for u in updates for name in u)
+    return {name: torch.stack([u[name] for u in updates if name in u]).mean().item() for name in names}
 
 
 def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
