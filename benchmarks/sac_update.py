@@ -29,6 +29,10 @@ VARIANTS = {
     "batch64": ["algorithm.sac.batch_size=64"],
     "batch128_hidden2": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[128,128]"],
     "batch128_width64": ["algorithm.sac.batch_size=128", "algorithm.sac.hidden_dims=[64,64,64]"],
+    "batch64_heads2_ln": ["algorithm.sac.batch_size=64", "algorithm.sac.num_q_heads=2",
+                          "algorithm.sac.critic_layer_norm=true"],
+    "batch64_heads5_ln": ["algorithm.sac.batch_size=64", "algorithm.sac.num_q_heads=5",
+                          "algorithm.sac.critic_layer_norm=true"],
     "batch64_ratio2": ["algorithm.sac.batch_size=64", "algorithm.sac.critic_actor_ratio=2"],
 }
 NOISE_SIZE = 35  # x_1[:5, :7]: the executed steps' real dims

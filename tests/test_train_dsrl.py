@@ -11,7 +11,7 @@ import torch
 from pi0lab.envs import make_env
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
-from pi0lab.train.dsrl import DSRLTrainer, NoiseBlock, ReplayBuffer, SacAgent, sac_updates
+from pi0lab.train.dsrl import DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, sac_updates
 from pi0lab.train.rollout import Timer
 
 DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
@@ -114,6 +114,23 @@ def test_a_subset_of_heads_is_those_rows_of_the_whole_ensemble():
     heads = torch.tensor([3, 0])
     torch.testing.assert_close(critic(features, states, actions, heads=heads),
                                critic(features, states, actions)[heads], rtol=1e-6, atol=1e-6)
+
+
+def test_a_layer_normed_critic_is_each_head_written_out_with_normalised_hidden_layers():
+    sac = load_config(None, ["algorithm.sac.num_q_heads=3", "algorithm.sac.hidden_dims=[16,16]",
+                             "algorithm.sac.latent_dim=8", "algorithm.sac.critic_layer_norm=true"]).algorithm.sac
+    torch.manual_seed(0)
+    critic = SacAgent(feature_dim=6, state_dim=3, action_dim=4, sac=sac, gamma=0.9).critic
+    features, states, actions = torch.randn(7, 6), torch.randn(7, 3), torch.rand(7, 4) * 2 - 1
+    linears = [layer for layer in critic.heads if isinstance(layer, EnsembleLinear)]
+    x = torch.cat([critic.encoder(features, states), actions], dim=-1)  # [B, 2L + D]
+    for head in range(3):
+        h = x
+        for layer in linears[:-1]:
+            z = h @ layer.weight[head] + layer.bias[head]
+            h = torch.relu((z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-5))
+        q = (h @ linears[-1].weight[head] + linears[-1].bias[head]).squeeze(-1)
+        torch.testing.assert_close(critic(features, states, actions)[head], q, rtol=1e-5, atol=1e-5)
 
 
 def _reference_sac_update(agent: SacAgent, batch: dict, generator: torch.Generator, update_actor: bool = True) -> None:

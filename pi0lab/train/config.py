@@ -73,6 +73,7 @@ class SacConfig:
     noise_dims: int = "${actor.model.action_dim}"  # type: ignore[assignment]
     noise_bound: float = 1.5  # |x_1| of the block stays below this (N(0,1) has 87% of its mass inside 1.5)
     num_q_heads: int = 10  # critic ensemble size
+    critic_layer_norm: bool = False  # LayerNorm after each hidden layer of every Q head (DroQ / RLPD)
     target_q_heads: int = 2  # the TD target takes the minimum over this many random heads (REDQ)
     latent_dim: int = 64  # width of the prefix-feature and the state encoders
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])  # MLPs of actor and each Q head

@@ -173,16 +173,22 @@ class EnsembleLinear(nn.Module):
 
 
 class QEnsemble(nn.Module):
-    """E critics Q_e(f, s, a): one shared observation encoder, then E independent MLPs -> values [E,B]."""
+    """E critics Q_e(f, s, a): one shared observation encoder, then E independent MLPs -> values [E,B].
+
+    With `layer_norm` each hidden layer is Linear -> LayerNorm -> ReLU, the norm per head and sample, without
+    affine weights (the next Linear absorbs them): the normalised critic that keeps a small ensemble stable
+    at many updates per transition (DroQ, RLPD).
+    """
 
     def __init__(self, feature_dim: int, state_dim: int, action_dim: int, latent_dim: int, hidden_dims: list[int],
-                 num_heads: int):
+                 num_heads: int, layer_norm: bool = False):
         super().__init__()
         self.encoder = ObservationEncoder(feature_dim, state_dim, latent_dim)
         widths = [self.encoder.out_dim + action_dim, *hidden_dims]
         layers = []
         for width_in, width_out in zip(widths[:-1], widths[1:]):
-            layers += [EnsembleLinear(num_heads, width_in, width_out), nn.ReLU()]
+            norm = [nn.LayerNorm(width_out, elementwise_affine=False)] if layer_norm else []
+            layers += [EnsembleLinear(num_heads, width_in, width_out), *norm, nn.ReLU()]
         self.heads = nn.Sequential(*layers, EnsembleLinear(num_heads, widths[-1], 1))
         self.num_heads = num_heads
 
@@ -208,7 +214,8 @@ class SacAgent(nn.Module):
         super().__init__()
         hidden = list(sac.hidden_dims)
         self.actor = NoisePolicy(feature_dim, state_dim, action_dim, sac.latent_dim, hidden)
-        self.critic = QEnsemble(feature_dim, state_dim, action_dim, sac.latent_dim, hidden, sac.num_q_heads)
+        self.critic = QEnsemble(feature_dim, state_dim, action_dim, sac.latent_dim, hidden, sac.num_q_heads,
+                                sac.critic_layer_norm)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.initial_alpha)))
         self.target_entropy = -action_dim / 2 if sac.target_entropy is None else sac.target_entropy
