@@ -8,6 +8,7 @@ transitions, and times `--updates` updates (the median of `--repeats` runs of th
 
     OMP_NUM_THREADS=1 python benchmarks/sac_update.py
     OMP_NUM_THREADS=1 python benchmarks/sac_update.py --variants shipped heads2 batch128
+    OMP_NUM_THREADS=1 python benchmarks/sac_update.py --variants batch64 --profile   # + where a round's CPU time goes
 """
 
 import argparse
@@ -49,8 +50,9 @@ def random_transitions(count: int, feature_dim: int, generator: torch.Generator)
             "next_states": randn(count, STATE_DIM)}
 
 
-def time_updates(overrides: list[str], updates: int, repeats: int) -> float:
-    """Median milliseconds of one SAC step (a round of `updates` steps / updates) of the agent `overrides` configure."""
+def time_updates(overrides: list[str], updates: int, repeats: int, profile: bool = False) -> float:
+    """Median milliseconds of one SAC step (a round of `updates` steps / updates) of the agent `overrides` configure;
+    with `profile`, also print torch.profiler's table of one more round (ops by their own CPU time)."""
     cfg = load_config("tabletop_dsrl_nano", [*overrides, f"algorithm.sac.updates_per_iteration={updates}"])
     sac, feature_dim = cfg.algorithm.sac, Pi0Config.nano().vlm.width
     torch.manual_seed(0)
@@ -65,7 +67,12 @@ def time_updates(overrides: list[str], updates: int, repeats: int) -> float:
         return (time.perf_counter() - start) / updates * 1e3
 
     run()  # warm-up
-    return statistics.median(run() for _ in range(repeats))
+    median = statistics.median(run() for _ in range(repeats))
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            run()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    return median
 
 
 def main() -> None:
@@ -73,11 +80,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--updates", type=int, default=100, help="updates per timed run")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="print where each variant's CPU time goes")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print("| variant | overrides | ms / update |\n|---|---|---|")
     for name in args.variants:
-        ms = time_updates(VARIANTS[name], args.updates, args.repeats)
+        ms = time_updates(VARIANTS[name], args.updates, args.repeats, args.profile)
         print(f"| {name} | {' '.join(VARIANTS[name]) or '-'} | {ms:.1f} |", flush=True)
 
 
