@@ -11,7 +11,8 @@ import torch
 from pi0lab.envs import make_env
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
-from pi0lab.train.dsrl import DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, sac_updates
+from pi0lab.train.dsrl import (DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, sac_updates,
+                              streamed_steps)
 from pi0lab.train.rollout import Timer
 
 DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
@@ -300,25 +301,44 @@ def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, t
         assert torch.equal(a, b), name
 
 
-def test_updates_beside_the_collection_learn_from_the_windows_before_it(random_nano_checkpoint, tmp_path):
+def test_streamed_steps_spread_a_round_over_the_window():
+    # 200 updates over a 12-step window: every 16 or 17 updates one more chunk step, the last reads 11 of 12
+    reads = [streamed_steps(i, 200, 12) for i in range(200)]
+    assert reads[0] == 0 and reads[16] == 0 and reads[17] == 1 and reads[199] == 11
+    assert all(b - a in (0, 1) for a, b in zip(reads, reads[1:]))
+    assert [streamed_steps(i, 3, 3) for i in range(3)] == [0, 1, 2]
+
+
+def test_the_learner_process_learns_from_the_window_it_streams(random_nano_checkpoint, tmp_path):
     overlap = "algorithm.sac.update_during_collection=true"
-    sequential = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a", "runner.max_epochs=1"), progress=False)
-    list(sequential.iterate())  # collect window 1, then update on it
-    sequential.close()
     runs = []
     for name in ("b", "c"):
         trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / name, overlap), progress=False)
         runs.append((trainer, list(trainer.iterate())))
         trainer.close()
     (trainer, events), (again, _) = runs
-    # iteration 1 collects beside an empty buffer (no update); iteration 2 updates on window 1 only, as the
-    # sequential run's first iteration does, with the same batches
-    assert "train/sac/critic_loss" not in events[0].metrics and "train/sac/critic_loss" in events[1].metrics
-    assert events[1].metrics["train/replay_buffer/size"] == 12.0
-    for (name, a), b in zip(sequential.agent.state_dict().items(), trainer.agent.state_dict().values()):
-        assert torch.equal(a, b), name
     for (name, a), b in zip(trainer.agent.state_dict().items(), again.agent.state_dict().values()):
-        assert torch.equal(a, b), name  # the threads' timing changes nothing
+        assert torch.equal(a, b), name  # the processes' timing changes nothing
+
+    # the same by hand in one process: windows of 3 chunk steps, rounds of 3 updates; update i reads the
+    # window's first i chunk steps (update 0 of the first round: an empty buffer, no step); one thread, as there
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    by_hand = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a"), progress=False)
+    sac = by_hand.cfg.algorithm.sac
+    for event in events:
+        steps = []
+        by_hand.collect(Timer(), on_transitions=steps.append)
+        assert len(steps) == 3
+        metrics = sac_updates(by_hand.agent, by_hand.buffer, sac, by_hand.update_generator,
+                              lambda i: by_hand.buffer.add(steps[i - 1]) if i > 0 else None)
+        by_hand.buffer.add(steps[2])
+        assert metrics["critic_loss"] == event.metrics["train/sac/critic_loss"], event.iteration
+        assert by_hand.buffer.size == event.metrics["train/replay_buffer/size"]
+    by_hand.close()
+    torch.set_num_threads(threads)
+    for (name, a), b in zip(by_hand.agent.state_dict().items(), trainer.agent.state_dict().values()):
+        assert torch.equal(a, b), name
 
     first = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "d", overlap), progress=False)
     for _ in first.iterate():

@@ -94,8 +94,8 @@ class SacConfig:
     updates_per_iteration: int = 200  # gradient steps after each collected window
     # critic steps per actor (and temperature) step: TD3's delayed policy update, RLinf's critic_actor_ratio
     critic_actor_ratio: int = 1
-    # run each window's SAC updates beside the collection of the next (two threads; run one torch thread each,
-    # OMP_NUM_THREADS=1, and they take a core each): the window is played by the policy before those updates
+    # run each window's SAC updates in a second process while the window is collected, the window's transitions
+    # streamed to it as they complete (one torch thread each, OMP_NUM_THREADS=1: they take a core each)
     update_during_collection: bool = False
     learning_starts: int = 0  # no gradient step until the buffer holds this many transitions (the policy explores)
     step_penalty: float = 0.0  # subtracted from every chunk step's reward (favours finishing sooner)

@@ -266,16 +266,20 @@ class SacAgent(nn.Module):
         return metrics | {"actor_loss": actor_loss.detach(), "entropy": -logprob.detach().mean()}
 
 
-def sac_updates(agent: SacAgent, buffer: "ReplayBuffer", sac: DictConfig, generator: torch.Generator
-                ) -> dict[str, float]:
-    """`sac.updates_per_iteration` SAC steps on batches from the buffer as it is -> the mean of each metric over
-    the steps that report it (nothing before the buffer holds `sac.learning_starts` transitions: until then the
+def sac_updates(agent: SacAgent, buffer: "ReplayBuffer", sac: DictConfig, generator: torch.Generator,
+                before_update=None) -> dict[str, float]:
+    """`sac.updates_per_iteration` SAC steps on batches from the buffer -> the mean of each metric over the steps
+    that ran. A step runs once the buffer holds `sac.learning_starts` transitions (at least one; until then the
     fresh policy explores). Every step updates the critic; steps 0, k, 2k, ... of the round (k =
-    `sac.critic_actor_ratio`) also the actor and the temperature."""
-    if buffer.size < max(sac.learning_starts, 1):
-        return {}
-    updates = [agent.update(buffer.sample(sac.batch_size, generator), generator, i % sac.critic_actor_ratio == 0)
-               for i in range(sac.updates_per_iteration)]
+    `sac.critic_actor_ratio`) also the actor and the temperature. `before_update(i)`, when given, may add
+    transitions to the buffer before step i (the learner process streams the window being collected)."""
+    updates = []
+    for i in range(sac.updates_per_iteration):
+        if before_update is not None:
+            before_update(i)
+        if buffer.size >= max(sac.learning_starts, 1):
+            updates.append(agent.update(buffer.sample(sac.batch_size, generator), generator,
+                                        i % sac.critic_actor_ratio == 0))
     names = dict.fromkeys(name for u in updates for name in u)
     return {name: torch.stack([u[name] for u in updates if name in u]).mean().item() for name in names}
 
@@ -353,10 +357,57 @@ def _load_learner_state(agent: SacAgent, generator: torch.Generator, state: dict
     generator.set_state(state["generator"])
 
 
-def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, start: dict) -> None:
+def streamed_steps(update: int, updates: int, max_chunk_steps: int) -> int:
+    """How many of the window's chunk steps SAC step `update` (of `updates` a round) reads, counted from the
+    window's start: floor(update * T / updates), T = max_chunk_steps, so the round's steps spread over the
+    window as it is collected (step 0 reads none of it, the last all but its final chunk step); a window
+    that ended earlier gives at most its own steps. A fixed schedule, not "whatever has arrived": a run
+    does not depend on how fast the two processes go."""
+    return update * max_chunk_steps // updates
+
+
+class _WindowStream:
+    """The learner's side of a window being collected: the trainer's chunk steps of transitions arrive as
+    ("step", transitions) messages and a final ("end", None); `before_update(i)` adds to the buffer the steps
+    SAC step i reads (`streamed_steps`), waiting for them if they have not arrived."""
+
+    def __init__(self, conn, buffer: "ReplayBuffer", sac: DictConfig, max_chunk_steps: int):
+        self.conn, self.buffer, self.sac, self.max_chunk_steps = conn, buffer, sac, max_chunk_steps
+        self.arrived, self.added, self.ended = [], 0, False
+
+    def _receive(self) -> None:
+        command, payload = self.conn.recv()
+        if command == "end":
+            self.ended = True
+        else:
+            self.arrived.append(payload)
+
+    def before_update(self, update: int) -> None:
+        while not self.ended and self.conn.poll():  # read eagerly, so the trainer never waits on a full pipe
+            self._receive()
+        wanted = streamed_steps(update, self.sac.updates_per_iteration, self.max_chunk_steps)
+        while not self.ended and len(self.arrived) < wanted:
+            self._receive()
+        self._add(min(wanted, len(self.arrived)))  # fewer only where the window ended before `wanted` steps
+
+    def finish(self) -> None:
+        """After the round: the rest of the window."""
+        while not self.ended:
+            self._receive()
+        self._add(len(self.arrived))
+
+    def _add(self, count: int) -> None:
+        for transitions in self.arrived[self.added : count]:
+            self.buffer.add(transitions)
+        self.added = max(self.added, count)
+
+
+def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, max_chunk_steps: int, start: dict
+           ) -> None:
     """The learner process: a mirror of the trainer's agent and buffer that runs the SAC updates on one thread.
 
-    Messages: ("update", None) -> replies (metrics, seconds, the learner state); ("add", transitions); ("close", None).
+    Messages: ("update", None), then the window's ("step", transitions) and ("end", None), each round replied
+    to with (metrics, seconds, the learner state); ("close", None).
     """
     torch.set_num_threads(1)
     agent, generator = SacAgent(*sizes, sac, gamma), torch.Generator()
@@ -364,51 +415,59 @@ def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, sta
     buffer = ReplayBuffer(sac.replay_buffer_size)
     buffer.load_state_dict(start["buffer"])
     while True:
-        command, payload = conn.recv()
+        command, _ = conn.recv()
         if command == "close":
             return
-        if command == "add":
-            buffer.add(payload)
-        else:
-            began = time.perf_counter()
-            metrics = sac_updates(agent, buffer, sac, generator)
-            conn.send((metrics, time.perf_counter() - began, _learner_state(agent, generator)))
+        began, stream = time.perf_counter(), _WindowStream(conn, buffer, sac, max_chunk_steps)
+        metrics = sac_updates(agent, buffer, sac, generator, stream.before_update)
+        stream.finish()
+        conn.send((metrics, time.perf_counter() - began, _learner_state(agent, generator)))
 
 
 class LearnerProcess:
-    """The SAC updates in a child process, so that they run while the trainer collects the next window.
+    """The SAC updates in a child process, so that they run while the trainer collects the window they learn from.
 
-    The child starts from the trainer's agent, optimisers, update generator and buffer; after each round of
-    updates the trainer loads the child's state back, so the trainer's copy (what acts, evaluates and is
-    checkpointed) always equals the child's, and a run is the same as the in-process one with the updates one
-    window behind.
+    The child starts from the trainer's agent, optimisers, update generator and buffer. Each round the trainer
+    streams the window's transitions one chunk step at a time as they complete; SAC step i of the round reads
+    the buffer with the first `streamed_steps(i, ...)` chunk steps of the window added. After the round the
+    trainer loads the child's state back, so the trainer's copy (what acts, evaluates and is checkpointed)
+    always equals the child's, and the next window is played by a policy that learnt from this one.
     """
 
     def __init__(self, agent: SacAgent, buffer: ReplayBuffer, generator: torch.Generator, sizes: tuple[int, int, int],
-                 sac: DictConfig, gamma: float):
+                 sac: DictConfig, gamma: float, max_chunk_steps: int):
         context = torch.multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         start = {"learner": _learner_state(agent, generator), "buffer": buffer.state_dict()}
-        self.process = context.Process(target=_learn, args=(child, sizes, sac, gamma, start), daemon=True,
-                                       name="pi0lab-sac-learner")
+        self.process = context.Process(target=_learn, args=(child, sizes, sac, gamma, max_chunk_steps, start),
+                                       daemon=True, name="pi0lab-sac-learner")
         self.process.start()
         child.close()
 
     def start_updates(self) -> None:
         self.conn.send(("update", None))
 
-    def finish_updates(self, agent: SacAgent, generator: torch.Generator) -> tuple[dict[str, float], float]:
-        """Wait for the round of updates, load its result into `agent` / `generator` -> (metrics, seconds)."""
+    def add_step(self, transitions: dict[str, Tensor]) -> None:
+        """One chunk step's completed transitions of the window being collected."""
         try:
+            self.conn.send(("step", transitions))
+        except BrokenPipeError:
+            raise self._ended() from None
+
+    def finish_updates(self, agent: SacAgent, generator: torch.Generator) -> tuple[dict[str, float], float]:
+        """End the window, wait for the round of updates, load its result into `agent` / `generator`
+        -> (metrics, seconds)."""
+        try:
+            self.conn.send(("end", None))
             metrics, seconds, state = self.conn.recv()
-        except EOFError:
-            raise RuntimeError(f"the SAC learner process ended (exit code {self.process.exitcode}): "
-                               "see its error above") from None
+        except (EOFError, BrokenPipeError):
+            raise self._ended() from None
         _load_learner_state(agent, generator, state)
         return metrics, seconds
 
-    def add(self, transitions: dict[str, Tensor]) -> None:
-        self.conn.send(("add", transitions))
+    def _ended(self) -> RuntimeError:
+        self.process.join(timeout=10)
+        return RuntimeError(f"the SAC learner process ended (exit code {self.process.exitcode}): see its error above")
 
     def close(self) -> None:
         if self.process.is_alive():
@@ -429,7 +488,8 @@ class DSRLTrainer(TrainingLoop):
     One iteration: reset every training env, play the window to the end of all episodes (the noise policy
     samples a per chunk step, pi0 runs its ODE from x_1), push the transitions, then
     `algorithm.sac.updates_per_iteration` SAC steps on batches of `algorithm.sac.batch_size`. With
-    `algorithm.sac.update_during_collection` the updates run beside the window instead, on the windows before it.
+    `algorithm.sac.update_during_collection` the updates run in a learner process beside the window instead,
+    reading its transitions as they complete (`LearnerProcess`).
     """
 
     def __init__(self, cfg: DictConfig, device: str | torch.device | None = None, resume: bool | str | None = None,
@@ -462,7 +522,7 @@ class DSRLTrainer(TrainingLoop):
                                  f"the collection; on {self.device} set it to false")
             self.learner = LearnerProcess(self.agent, self.buffer, self.update_generator,
                                           (self.policy.model.config.vlm.width, self.state_dim, self.block.size), sac,
-                                          cfg.algorithm.gamma)
+                                          cfg.algorithm.gamma, self.max_chunk_steps)
         self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
                                    cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
 
@@ -485,13 +545,18 @@ class DSRLTrainer(TrainingLoop):
         out = self.policy.rollout(obs, deterministic=True, noise=self.block.to_noise(action), prefix=cache)
         return {"env_actions": out["actions"].cpu().numpy(), "features": features, "states": states, "actions": action}
 
-    def collect(self, timer: Timer, on_step=None) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+    def collect(self, timer: Timer, on_step=None, on_transitions=None
+                ) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
         """Play one window from reset to the end of every episode -> (transitions of the steps each env was
-        still running, each field [M,...]; the envs' final info: success_once / episode_len / return)."""
+        still running, each field [M,...], t-major; the envs' final info: success_once / episode_len / return).
+
+        on_transitions(transitions): called with each chunk step's transitions as soon as they are complete
+        (after the env step n_step later, or at the window's end), in order; the window's are their concatenation.
+        """
         sac, algo = self.cfg.algorithm.sac, self.cfg.algorithm
         with timer("time/env"):
             obs = self.env.reset()
-        steps, info = [], {}
+        steps, completed, info = [], [], {}
         running = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)  # episode not ended before t
         for _ in range(self.max_chunk_steps):
             with timer("time/rollout"):
@@ -507,17 +572,35 @@ class DSRLTrainer(TrainingLoop):
             running = running & ~ended
             if not running.any():
                 break
-        window = {name: torch.stack([step[name] for step in steps]) for name in steps[0]}  # each [T,N,...]
-        # transition t: R_t over n_step chunk steps, bootstrapping from step t+n's observation unless the episode
-        # ended first (then nothing is bootstrapped and the stored next observation is never read)
-        window["rewards"], window["dones"], next_step = n_step_returns(window["rewards"], window["dones"], algo.gamma,
-                                                                       sac.n_step)
-        envs = torch.arange(self.env.num_envs, device=self.device)
-        for name in ("features", "states"):
-            window[f"next_{name}"] = window[name][next_step, envs[None, :]]
-        keep = window.pop("running").flatten()
-        transitions = {name: window[name].flatten(0, 1)[keep] for name in ReplayBuffer.FIELDS}
+            completed += self._complete_transitions(steps, len(completed), len(steps) - sac.n_step, on_transitions)
+        completed += self._complete_transitions(steps, len(completed), len(steps), on_transitions)
+        transitions = {name: torch.cat([piece[name] for piece in completed]) for name in ReplayBuffer.FIELDS}
         return transitions, {k: np.asarray(v) for k, v in info.items()}
+
+    def _complete_transitions(self, steps: list[dict], first: int, end: int, on_transitions
+                              ) -> list[dict[str, Tensor]]:
+        """The transitions of chunk steps [first, end) of the window so far (`steps`), one dict per step.
+
+        Transition t: R_t over n_step chunk steps, bootstrapping from step t+n's observation unless the episode
+        ended first (then nothing is bootstrapped and the stored next observation is never read). Step t is
+        complete once step t+n has been played (its features: the observation after step t+n-1), or at the end.
+        """
+        if end <= first:
+            return []
+        window = {name: torch.stack([step[name] for step in steps]) for name in steps[0]}  # each [T,N,...]
+        rewards, dones, next_step = n_step_returns(window["rewards"], window["dones"], self.cfg.algorithm.gamma,
+                                                   self.cfg.algorithm.sac.n_step)
+        envs = torch.arange(self.env.num_envs, device=self.device)
+        pieces = []
+        for t in range(first, end):
+            keep = window["running"][t]
+            piece = {name: window[name][t] for name in ("features", "states", "actions")}
+            piece |= {"rewards": rewards[t], "dones": dones[t], "next_features": window["features"][next_step[t], envs],
+                      "next_states": window["states"][next_step[t], envs]}
+            pieces.append({name: values[keep] for name, values in piece.items()})
+            if on_transitions is not None:
+                on_transitions(pieces[-1])
+        return pieces
 
     # ------------------------------------------------------------------------------------- loop
 
@@ -526,11 +609,10 @@ class DSRLTrainer(TrainingLoop):
         start, timer = time.perf_counter(), Timer()
         recorder = self._recorder("train")
         on_step = recorder.add if recorder else None
-        if self.learner is not None:  # the updates on the windows so far run while the agent plays this one
+        if self.learner is not None:  # the updates run while the agent plays the window they learn from
             self.learner.start_updates()
-            transitions, info = self.collect(timer, on_step=on_step)
+            transitions, info = self.collect(timer, on_step=on_step, on_transitions=self.learner.add_step)
             metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent, self.update_generator)
-            self.learner.add(transitions)
             self.buffer.add(transitions)
         else:
             transitions, info = self.collect(timer, on_step=on_step)
