@@ -279,6 +279,31 @@ def test_an_n_step_window_stores_summed_rewards_and_the_state_n_steps_on(random_
     assert torch.equal(one["dones"].reshape(3, 2)[:2], torch.zeros(2, 2, dtype=torch.bool))
 
 
+def test_the_collection_runs_pi0_for_the_envs_still_playing_only(random_nano_checkpoint, tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path), progress=False)
+    sizes, step = [], trainer.env.step
+    act = trainer.act
+
+    def recording_act(obs, generator=None, actor=None):
+        sizes.append(len(obs["states"]))
+        return act(obs, generator, actor)
+
+    def env_0_succeeds_at_once(actions):
+        obs, rewards, terminated, truncated, info = step(actions)
+        if len(sizes) == 1:  # after the first chunk step
+            rewards[0, -1], terminated[0] = 1.0, True
+        return obs, rewards, terminated, truncated, info
+
+    trainer.act, trainer.env.step = recording_act, env_0_succeeds_at_once
+    transitions, _ = trainer.collect(Timer())
+    trainer.close()
+    assert sizes == [2, 1, 1]  # env 0 ended after step 0: pi0 runs for env 1 alone from then on
+    # step 0 of both envs, then env 1's steps 1 and 2 (t-major); env 0's one transition ends its episode
+    assert transitions["dones"].tolist() == [True, False, False, True]
+    assert transitions["rewards"][0] == 1.0 - trainer.cfg.algorithm.sac.step_penalty
+    torch.testing.assert_close(transitions["next_features"][1:3], transitions["features"][2:])
+
+
 def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, tmp_path):
     straight = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a"), progress=False)
     expected = list(straight.iterate())[-1].metrics

@@ -62,3 +62,39 @@ def test_evaluate_scores_the_envs_init_states_from_their_first():
     assert result.success(0, 31) == result.successes[0][1]
     with pytest.raises(IndexError):
         result.success(0, 32)
+
+
+def test_live_only_asks_the_policy_for_the_running_envs_alone_and_scores_the_same():
+    """The expert on even tasks (they succeed early) and idling on odd ones (they run to the limit): acting on the
+    running envs only must give every pair the same outcome and length, and ask for fewer actions."""
+    envs = make_env("tabletop_goal", 4, seed=0)
+    seen = {"obs": None, "sizes": []}
+
+    def mixed(obs):
+        if len(obs["states"]) == envs.num_envs:  # a round's first chunk: every env plays
+            seen["obs"] = obs
+        full = envs.expert_actions(5) * (envs.task_ids % 2 == 0)[:, None, None]
+        rows = [int(np.flatnonzero((seen["obs"]["states"] == s).all(1))[0]) for s in obs["states"]]
+        seen["sizes"].append(len(rows))
+        return full[rows]
+
+    def remember(obs, rewards, info):
+        seen["obs"] = obs
+
+    every = evaluate(mixed, envs, 12, 5, on_step=remember, progress=False)
+    asked_every = sum(seen["sizes"])
+    seen["sizes"] = []
+    live = evaluate(mixed, envs, 12, 5, on_step=remember, progress=False, live_only=True)
+    assert live.successes == every.successes and live.episode_lens == every.episode_lens
+    assert 0 < every.success_rate < 1 and sum(seen["sizes"]) < asked_every
+    envs.close()
+
+
+def test_act_on_envs_fills_the_others_with_zeros():
+    from pi0lab.train.evaluate import act_on_envs
+
+    obs = {"main_images": np.zeros((3, 2, 2, 3)), "wrist_images": np.zeros((3, 2, 2, 3)),
+           "states": np.arange(3.0)[:, None] * np.ones((3, 8)), "task_descriptions": ["a", "b", "c"]}
+    actions = act_on_envs(lambda o: o["states"][:, None, :7] + 1, obs, np.array([2, 0]))
+    assert actions.shape == (3, 1, 7)
+    assert (actions[0] == 1).all() and (actions[1] == 0).all() and (actions[2] == 3).all()

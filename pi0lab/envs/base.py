@@ -257,3 +257,13 @@ def stack_single_obs(observations: Sequence[dict]) -> dict:
         "states": np.stack([o["state"] for o in observations]).astype(np.float32),
         "task_descriptions": [o["task_description"] for o in observations],
     }
+
+
+def select_envs(obs: dict, env_ids: np.ndarray) -> dict:
+    """The observations of the listed envs (rows `env_ids` of each field, in that order)."""
+    return {
+        "main_images": obs["main_images"][env_ids],
+        "wrist_images": obs["wrist_images"][env_ids],
+        "states": obs["states"][env_ids],
+        "task_descriptions": [obs["task_descriptions"][i] for i in env_ids.tolist()],
+    }

@@ -52,6 +52,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from pi0lab.envs.base import select_envs
 from pi0lab.models.config import Pi0Config
 from pi0lab.rl import (n_step_returns, polyak_update, sac_actor_loss, sac_critic_loss, sac_q_target, sac_temperature_loss,
                        squashed_gaussian_sample)
@@ -559,8 +560,8 @@ class DSRLTrainer(TrainingLoop):
         steps, completed, info = [], [], {}
         running = torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device)  # episode not ended before t
         for _ in range(self.max_chunk_steps):
-            with timer("time/rollout"):
-                step = self.act(obs, self.collect_generator)
+            with timer("time/rollout"):  # pi0 runs for the envs still playing; the ended ones are frozen
+                step = self._act_on_running(obs, running)
             with timer("time/env"):
                 obs, rewards, terminated, truncated, info = self.env.step(step.pop("env_actions"))
             if on_step is not None:
@@ -576,6 +577,18 @@ class DSRLTrainer(TrainingLoop):
         completed += self._complete_transitions(steps, len(completed), len(steps), on_transitions)
         transitions = {name: torch.cat([piece[name] for piece in completed]) for name in ReplayBuffer.FIELDS}
         return transitions, {k: np.asarray(v) for k, v in info.items()}
+
+    def _act_on_running(self, obs: dict, running: Tensor) -> dict[str, Tensor]:
+        """`act` with the collection's generator on the running envs only -> the same fields for all N envs,
+        zeros in the rows of the envs that have ended (their transitions are dropped, their actions ignored)."""
+        env_ids = running.nonzero().squeeze(1)
+        rows = env_ids.cpu().numpy()
+        acted = self.act(select_envs(obs, rows), self.collect_generator)
+        chosen = acted.pop("env_actions")
+        env_actions = np.zeros((self.env.num_envs, *chosen.shape[1:]), dtype=chosen.dtype)
+        env_actions[rows] = chosen
+        return {name: values.new_zeros(self.env.num_envs, *values.shape[1:]).index_copy_(0, env_ids, values)
+                for name, values in acted.items()} | {"env_actions": env_actions}
 
     def _complete_transitions(self, steps: list[dict], first: int, end: int, on_transitions
                               ) -> list[dict[str, Tensor]]:
@@ -641,7 +654,7 @@ class DSRLTrainer(TrainingLoop):
     def _score(self, envs, num_episodes: int, on_step, on_round) -> EvalResult:
         """Success with the noise policy's mean noise (deterministic) on the pairs `RLTrainer` scores."""
         return evaluate(lambda obs: self.act(obs)["env_actions"], envs, num_episodes, self.chunk, on_step=on_step,
-                        on_round=on_round, progress=self.progress)
+                        on_round=on_round, progress=self.progress, live_only=True)
 
     # ------------------------------------------------------------------------------------- checkpoints
 

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pi0lab.envs import VectorEnv
+from pi0lab.envs.base import select_envs
 from pi0lab.envs.video import VideoRecorder, encode_mp4
 
 
@@ -109,12 +110,16 @@ def evaluate(
     on_step: Callable[[dict, np.ndarray, dict], None] | None = None,
     progress: bool = True,
     on_round: Callable[[int], None] | None = None,
+    live_only: bool = False,
 ) -> EvalResult:
     """Score `act` (env obs -> actions [N,C,7]) on the first `num_episodes` fixed pairs.
 
     Envs must not auto-reset: each round resets all envs to the next pairs and steps until every
     episode has ended. The last round may hold fewer pairs; its spare envs replay pair 0, unscored.
     `on_round(start)`, if given, is called before each round with the index of its first pair.
+    live_only: call `act` on the envs whose episode is still running only (the ended ones are frozen and
+    ignore their actions), which saves the policy's time on them; right for a policy whose action for one
+    env depends on that env's observation alone (no random draws shared across the batch).
     """
     if envs.auto_reset:
         raise ValueError("evaluate() needs envs built with auto_reset=False (it resets them to fixed pairs)")
@@ -129,12 +134,15 @@ def evaluate(
             on_round(start)
         obs = envs.reset([p[0] for p in padded], [p[1] for p in padded])
         info = {}
+        live = np.arange(envs.num_envs)
         for _ in range(max_chunks):
-            obs, rewards, terminated, truncated, info = envs.step(act(obs))
+            obs, rewards, terminated, truncated, info = envs.step(act_on_envs(act, obs, live) if live_only else act(obs))
             if on_step is not None:
                 on_step(obs, rewards, info)
-            if (terminated | truncated)[:, -1].all():
+            ended = (terminated | truncated)[:, -1]
+            if ended.all():
                 break
+            live = np.flatnonzero(~ended)
         for i, (task, _) in enumerate(round_pairs):
             result.successes.setdefault(task, []).append(bool(info["success_once"][i]))
             result.episode_lens.append(int(info["episode_len"][i]))
@@ -142,6 +150,14 @@ def evaluate(
         bar.update(len(round_pairs))
     bar.close()
     return result
+
+
+def act_on_envs(act: Callable[[dict], np.ndarray], obs: dict, env_ids: np.ndarray) -> np.ndarray:
+    """Actions [N,C,7] for all N envs of `obs`, `act` called on the listed envs only; the others' are 0."""
+    chosen = act(select_envs(obs, env_ids))
+    actions = np.zeros((len(obs["states"]), *chosen.shape[1:]), dtype=chosen.dtype)
+    actions[env_ids] = chosen
+    return actions
 
 
 def paired_difference(before: EvalResult, after: EvalResult) -> tuple[float, float]:
@@ -188,7 +204,8 @@ def evaluate_policy(
     reseed_each_round: bool = False,
     on_round: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Score a `Pi0Policy` with its deterministic ODE sampler (initial noise from a generator seeded `seed`).
+    """Score a `Pi0Policy` with its deterministic ODE sampler (initial noise from a generator seeded `seed`;
+    from x_1 = 0 the policy acts on the running envs only, `evaluate`'s live_only).
 
     reseed_each_round: restart the generator before each round, from (seed, the round's first pair), so
     that two runs on the same pairs draw the same noise for each pair's k-th chunk even when their rounds
@@ -208,7 +225,7 @@ def evaluate_policy(
     try:
         return evaluate(lambda obs: policy.rollout(obs, deterministic=True, generator=generator)["actions"].cpu().numpy(),
                         envs, num_episodes, policy.action_chunk, on_step=on_step, progress=progress,
-                        on_round=start_round)
+                        on_round=start_round, live_only=policy.initial_noise == "zero")
     finally:
         policy.train(was_training)
 
