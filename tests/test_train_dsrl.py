@@ -13,6 +13,7 @@ from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
 from pi0lab.train.dsrl import (DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, sac_updates,
                               streamed_steps)
+from pi0lab.train.roles import EnvRole
 from pi0lab.train.rollout import Timer
 
 DSRL_METRICS = ["train/sac/critic_loss", "train/sac/actor_loss", "train/sac/alpha", "train/replay_buffer/size",
@@ -302,6 +303,25 @@ def test_the_collection_runs_pi0_for_the_envs_still_playing_only(random_nano_che
     assert transitions["dones"].tolist() == [True, False, False, True]
     assert transitions["rewards"][0] == 1.0 - trainer.cfg.algorithm.sac.step_penalty
     torch.testing.assert_close(transitions["next_features"][1:3], transitions["features"][2:])
+
+
+def test_normalized_features_are_z_scored_with_the_first_resets_stats_and_kept_on_resume(random_nano_checkpoint,
+                                                                                            tmp_path):
+    cfg = _config(random_nano_checkpoint, tmp_path, "algorithm.sac.normalize_features=true", "runner.max_epochs=1")
+    trainer = DSRLTrainer(cfg, progress=False)
+    first = EnvRole(cfg.env.train, seed=cfg.runner.seed).reset()  # the reset the stats come from
+    raw = trainer.policy.prefill(first).features.float()
+    torch.testing.assert_close(trainer.agent.feature_mean, raw.mean(0))
+    torch.testing.assert_close(trainer.agent.feature_std, raw.std(0) + 1e-3)
+    obs = trainer.env.reset()
+    torch.testing.assert_close(trainer.act(obs)["features"],
+                               (trainer.policy.prefill(obs).features.float() - raw.mean(0)) / (raw.std(0) + 1e-3))
+    list(trainer.iterate())
+    trainer.close()
+    resumed = DSRLTrainer(cfg, resume=True, progress=False)
+    assert torch.equal(resumed.agent.feature_mean, trainer.agent.feature_mean)
+    assert torch.equal(resumed.agent.feature_std, trainer.agent.feature_std)
+    resumed.close()
 
 
 def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, tmp_path):

@@ -76,6 +76,9 @@ class SacConfig:
     critic_layer_norm: bool = False  # LayerNorm after each hidden layer of every Q head (DroQ / RLPD)
     target_q_heads: int = 2  # the TD target takes the minimum over this many random heads (REDQ)
     latent_dim: int = 64  # width of the prefix-feature and the state encoders
+    # z-score pi0's prefix features per dim with the mean / std over the first reset's envs (fixed for the run,
+    # saved with the agent): the scenes of a task differ by ~0.08 a dim around a shared mean of norm ~1.5
+    normalize_features: bool = False
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])  # MLPs of actor and each Q head
     actor_lr: float = 1.0e-4
     critic_lr: float = 3.0e-4

@@ -219,6 +219,9 @@ class SacAgent(nn.Module):
                                 sac.critic_layer_norm)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(sac.initial_alpha)))
+        # what the networks read is (f - feature_mean) / feature_std (`normalize_features`; identity until set)
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
         self.target_entropy = -action_dim / 2 if sac.target_entropy is None else sac.target_entropy
         # transitions span n_step chunk steps (their rewards summed, `n_step_returns`): the bootstrap discounts gamma^n
         self.gamma = gamma**sac.n_step
@@ -226,6 +229,15 @@ class SacAgent(nn.Module):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=sac.actor_lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=sac.critic_lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=sac.alpha_lr, fused=True)
+
+    def set_feature_stats(self, features: Tensor) -> None:
+        """Fix the features' normalisation from a batch [N,W]: mean and std per dim (std + 1e-3)."""
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_std.copy_(features.std(dim=0) + 1e-3)
+
+    def normalize_features(self, features: Tensor) -> Tensor:
+        """pi0's pooled prefix features [N,W] -> what the actor and critics read [N,W]."""
+        return (features - self.feature_mean) / self.feature_std
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
@@ -516,6 +528,9 @@ class DSRLTrainer(TrainingLoop):
         self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
         if self.resume_from is not None:
             self._restore(self.resume_from)
+        elif sac.normalize_features:
+            with torch.no_grad():
+                self.agent.set_feature_stats(self.policy.prefill(self.env.reset()).features.float())
         self.learner = None
         if sac.update_during_collection:
             if self.device.type != "cpu":
@@ -537,7 +552,7 @@ class DSRLTrainer(TrainingLoop):
         actor: the noise policy to act with (default: the agent's own)."""
         actor = self.agent.actor if actor is None else actor
         cache = self.policy.prefill(obs)
-        features = cache.features.float()
+        features = self.agent.normalize_features(cache.features.float())
         states = self.policy.preprocess_state(obs["states"])[:, : self.state_dim]
         if generator is None:
             action = actor.mean_action(features, states)
@@ -681,7 +696,10 @@ class DSRLTrainer(TrainingLoop):
         agent_file = checkpoint / "model" / AGENT_FILE
         if not agent_file.is_file():
             raise FileNotFoundError(f"{checkpoint} has no model/{AGENT_FILE}: it is not a DSRL checkpoint")
-        self.agent.load_state_dict(torch.load(agent_file, map_location=self.device, weights_only=True))
+        saved = torch.load(agent_file, map_location=self.device, weights_only=True)
+        for name in ("feature_mean", "feature_std"):  # a checkpoint from before `normalize_features`: the identity
+            saved.setdefault(name, getattr(self.agent, name))
+        self.agent.load_state_dict(saved)
         state = load_checkpoint_state(checkpoint)
         self.iteration = state["iteration"]
         for name, optimizer in self.agent.optimizers().items():
