@@ -499,7 +499,7 @@ class DSRLTrainer(TrainingLoop):
     resume with `runner.resume_dir` or `resume=True`.
 
     One iteration: reset every training env, play the window to the end of all episodes (the noise policy
-    samples a per chunk step, pi0 runs its ODE from x_1), push the transitions, then
+    samples a per chunk step, pi0 runs its ODE from x_1 for the envs still playing), push the transitions, then
     `algorithm.sac.updates_per_iteration` SAC steps on batches of `algorithm.sac.batch_size`. With
     `algorithm.sac.update_during_collection` the updates run in a learner process beside the window instead,
     reading its transitions as they complete (`LearnerProcess`).
