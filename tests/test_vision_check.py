@@ -104,6 +104,7 @@ class NoiseProbe:
     expert or idles."""
 
     device, training, action_chunk = torch.device("cpu"), False, 5
+    initial_noise = "gaussian"  # it draws its noise from the generator (so every env is asked for an action)
 
     def __init__(self, envs, expert: bool):
         self.envs, self.expert, self.draws = envs, expert, []
