@@ -420,7 +420,8 @@ def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, max
     """The learner process: a mirror of the trainer's agent and buffer that runs the SAC updates on one thread.
 
     Messages: ("update", None), then the window's ("step", transitions) and ("end", None), each round replied
-    to with (metrics, seconds, the learner state); ("close", None).
+    to with (metrics, seconds, the actor's state dict); ("state", None), replied to with the whole learner
+    state; ("close", None).
     """
     torch.set_num_threads(1)
     agent, generator = SacAgent(*sizes, sac, gamma), torch.Generator()
@@ -431,10 +432,13 @@ def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, max
         command, _ = conn.recv()
         if command == "close":
             return
+        if command == "state":
+            conn.send(_learner_state(agent, generator))
+            continue
         began, stream = time.perf_counter(), _WindowStream(conn, buffer, sac, max_chunk_steps)
         metrics = sac_updates(agent, buffer, sac, generator, stream.before_update)
         stream.finish()
-        conn.send((metrics, time.perf_counter() - began, _learner_state(agent, generator)))
+        conn.send((metrics, time.perf_counter() - began, agent.actor.state_dict()))
 
 
 class LearnerProcess:
@@ -443,8 +447,9 @@ class LearnerProcess:
     The child starts from the trainer's agent, optimisers, update generator and buffer. Each round the trainer
     streams the window's transitions one chunk step at a time as they complete; SAC step i of the round reads
     the buffer with the first `streamed_steps(i, ...)` chunk steps of the window added. After the round the
-    trainer loads the child's state back, so the trainer's copy (what acts, evaluates and is checkpointed)
-    always equals the child's, and the next window is played by a policy that learnt from this one.
+    trainer loads the child's actor back (~0.2 MB; what acts and evaluates), so the next window is played by a
+    policy that learnt from this one; the rest (critics, temperature, optimisers, generator: ~10 MB) only when
+    the trainer needs it whole, for a checkpoint and at close (`fetch_state`).
     """
 
     def __init__(self, agent: SacAgent, buffer: ReplayBuffer, generator: torch.Generator, sizes: tuple[int, int, int],
@@ -467,16 +472,25 @@ class LearnerProcess:
         except BrokenPipeError:
             raise self._ended() from None
 
-    def finish_updates(self, agent: SacAgent, generator: torch.Generator) -> tuple[dict[str, float], float]:
-        """End the window, wait for the round of updates, load its result into `agent` / `generator`
+    def finish_updates(self, actor: NoisePolicy) -> tuple[dict[str, float], float]:
+        """End the window, wait for the round of updates, load the learnt actor into `actor`
         -> (metrics, seconds)."""
         try:
             self.conn.send(("end", None))
-            metrics, seconds, state = self.conn.recv()
+            metrics, seconds, actor_state = self.conn.recv()
+        except (EOFError, BrokenPipeError):
+            raise self._ended() from None
+        actor.load_state_dict(actor_state)
+        return metrics, seconds
+
+    def fetch_state(self, agent: SacAgent, generator: torch.Generator) -> None:
+        """Load the child's whole learner state (agent, optimisers, update generator) into `agent` / `generator`."""
+        try:
+            self.conn.send(("state", None))
+            state = self.conn.recv()
         except (EOFError, BrokenPipeError):
             raise self._ended() from None
         _load_learner_state(agent, generator, state)
-        return metrics, seconds
 
     def _ended(self) -> RuntimeError:
         self.process.join(timeout=10)
@@ -640,7 +654,7 @@ class DSRLTrainer(TrainingLoop):
         if self.learner is not None:  # the updates run while the agent plays the window they learn from
             self.learner.start_updates()
             transitions, info = self.collect(timer, on_step=on_step, on_transitions=self.learner.add_step)
-            metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent, self.update_generator)
+            metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent.actor)
             self.buffer.add(transitions)
         else:
             transitions, info = self.collect(timer, on_step=on_step)
@@ -675,6 +689,8 @@ class DSRLTrainer(TrainingLoop):
 
     def save(self) -> Path:
         """Atomic checkpoint: the agent in model/dsrl_agent.pt; optimisers, replay buffer, every RNG in state.pt."""
+        if self.learner is not None:
+            self.learner.fetch_state(self.agent, self.update_generator)
         state = {
             "iteration": self.iteration,
             "optimizers": {name: opt.state_dict() for name, opt in self.agent.optimizers().items()},
@@ -712,7 +728,10 @@ class DSRLTrainer(TrainingLoop):
         self.env.envs.rng.bit_generator.state = state["env_vector_rng"]
 
     def close(self) -> None:
+        """End the learner process (its whole state fetched first, so `agent` is complete), release the envs."""
         if self.learner is not None:
+            if self.learner.process.is_alive():
+                self.learner.fetch_state(self.agent, self.update_generator)
             self.learner.close()
         self.env.close()
         if self._eval_envs is not None:
