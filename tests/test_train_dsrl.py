@@ -3,6 +3,7 @@ replay buffer, SAC finding the best noise of a toy bandit, and the trainer end t
 
 import copy
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ import torch
 from pi0lab.envs import make_env
 from pi0lab.models.policy import Pi0Policy
 from pi0lab.train.config import ConfigError, load_config
-from pi0lab.train.dsrl import (DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, sac_updates,
-                              streamed_steps)
+from pi0lab.train.dsrl import (DSRLTrainer, EnsembleLinear, NoiseBlock, ReplayBuffer, SacAgent, _WindowStream,
+                              sac_updates, streamed_steps)
 from pi0lab.train.roles import EnvRole
 from pi0lab.train.rollout import Timer
 
@@ -347,11 +348,34 @@ def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, t
 
 
 def test_streamed_steps_spread_a_round_over_the_window():
-    # 200 updates over a 12-step window: every 16 or 17 updates one more chunk step, the last reads 11 of 12
-    reads = [streamed_steps(i, 200, 12) for i in range(200)]
+    # equal sizes: 200 updates over a 12-step window, every 16 or 17 updates one more chunk step, the last 11 of 12
+    reads = [streamed_steps(i, 200, [1] * 12) for i in range(200)]
     assert reads[0] == 0 and reads[16] == 0 and reads[17] == 1 and reads[199] == 11
     assert all(b - a in (0, 1) for a, b in zip(reads, reads[1:]))
-    assert [streamed_steps(i, 3, 3) for i in range(3)] == [0, 1, 2]
+    assert [streamed_steps(i, 3, [1, 1, 1]) for i in range(3)] == [0, 1, 2]
+    # the previous window's transitions per step: 8 + 4 + 2 + 2 = 16; update i reads k steps while S_k <= 16 i / 8
+    sizes = [8, 4, 2, 2]
+    assert [streamed_steps(i, 8, sizes) for i in range(8)] == [0, 0, 0, 0, 1, 1, 2, 3]
+    assert streamed_steps(7, 8, [5]) == 0  # a one-step window: read at the round's end only
+
+
+def test_the_window_stream_adds_for_each_update_the_steps_it_reads():
+    trainer_end, learner_end = multiprocessing.Pipe()
+    buffer = ReplayBuffer(100)
+    stream = _WindowStream(learner_end, buffer, load_config(None, ["algorithm.sac.updates_per_iteration=8"]).algorithm.sac,
+                           [8, 4, 2, 2])  # the previous window's sizes: reads 0 0 0 0 1 1 2 3 (test above)
+    first = 0
+    for count in (3, 2, 2, 1):  # this window's transitions per chunk step, all sent before the round
+        trainer_end.send(("step", _transitions(first, count)))
+        first += count
+    trainer_end.send(("end", None))
+    sizes = []
+    for update in range(8):
+        stream.before_update(update)
+        sizes.append(buffer.size)
+    stream.finish()
+    assert sizes == [0, 0, 0, 0, 3, 3, 5, 7] and buffer.size == 8
+    assert torch.equal(buffer.storage["rewards"][:8], _transitions(0, 8)["rewards"])  # in the window's order
 
 
 def test_the_learner_process_learns_from_the_window_it_streams(random_nano_checkpoint, tmp_path):
@@ -365,23 +389,33 @@ def test_the_learner_process_learns_from_the_window_it_streams(random_nano_check
     for (name, a), b in zip(trainer.agent.state_dict().items(), again.agent.state_dict().values()):
         assert torch.equal(a, b), name  # the processes' timing changes nothing
 
-    # the same by hand in one process: windows of 3 chunk steps, rounds of 3 updates; update i reads the
-    # window's first i chunk steps (update 0 of the first round: an empty buffer, no step); one thread, as there
+    # the same by hand in one process: windows of 3 chunk steps, rounds of 3 updates; update i first adds the
+    # window's steps `streamed_steps` gives it for the previous window's sizes (equal in the first round; update
+    # 0 of the first round: an empty buffer, no step), the rest after the round; one thread, as there
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     by_hand = DSRLTrainer(_config(random_nano_checkpoint, tmp_path / "a"), progress=False)
     sac = by_hand.cfg.algorithm.sac
+    sizes = [1, 1, 1]
     for event in events:
-        steps = []
+        steps, added = [], [0]
         by_hand.collect(Timer(), on_transitions=steps.append)
         assert len(steps) == 3
-        metrics = sac_updates(by_hand.agent, by_hand.buffer, sac, by_hand.update_generator,
-                              lambda i: by_hand.buffer.add(steps[i - 1]) if i > 0 else None)
-        by_hand.buffer.add(steps[2])
+
+        def add_until(i, sizes=sizes, steps=steps, added=added):
+            for step in steps[added[0]: streamed_steps(i, 3, sizes)]:
+                by_hand.buffer.add(step)
+            added[0] = max(added[0], streamed_steps(i, 3, sizes))
+
+        metrics = sac_updates(by_hand.agent, by_hand.buffer, sac, by_hand.update_generator, add_until)
+        for step in steps[added[0]:]:
+            by_hand.buffer.add(step)
+        sizes = [len(step["rewards"]) for step in steps]
         assert metrics["critic_loss"] == event.metrics["train/sac/critic_loss"], event.iteration
         assert by_hand.buffer.size == event.metrics["train/replay_buffer/size"]
     by_hand.close()
     torch.set_num_threads(threads)
+    assert trainer.window_step_sizes == sizes  # what the next round's schedule reads
     for (name, a), b in zip(by_hand.agent.state_dict().items(), trainer.agent.state_dict().values()):
         assert torch.equal(a, b), name
 

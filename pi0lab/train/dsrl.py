@@ -370,13 +370,22 @@ def _load_learner_state(agent: SacAgent, generator: torch.Generator, state: dict
     generator.set_state(state["generator"])
 
 
-def streamed_steps(update: int, updates: int, max_chunk_steps: int) -> int:
+def streamed_steps(update: int, updates: int, step_sizes: list[int]) -> int:
     """How many of the window's chunk steps SAC step `update` (of `updates` a round) reads, counted from the
-    window's start: floor(update * T / updates), T = max_chunk_steps, so the round's steps spread over the
-    window as it is collected (step 0 reads none of it, the last all but its final chunk step); a window
-    that ended earlier gives at most its own steps. A fixed schedule, not "whatever has arrived": a run
-    does not depend on how fast the two processes go."""
-    return update * max_chunk_steps // updates
+    window's start: the largest k with S_k / S_T <= update / updates, S_k the sum of the first k of
+    `step_sizes` (T of them). The sizes are the previous window's transitions per chunk step: pi0 runs for the
+    envs still playing, so they say where a window's collection time goes (most in its first steps, before
+    episodes end), and the round keeps pace with the window as it is played. Equal sizes give
+    floor(update * T / updates). Step 0 reads none of the window, the last all but its final step; a window
+    that ended earlier gives at most its own steps. A fixed schedule, not "whatever has arrived": a run does
+    not depend on how fast the two processes go."""
+    total, read, reads = sum(step_sizes), 0, 0
+    for size in step_sizes:
+        read += size
+        if read * updates > update * total:
+            break
+        reads += 1
+    return reads
 
 
 class _WindowStream:
@@ -384,8 +393,8 @@ class _WindowStream:
     ("step", transitions) messages and a final ("end", None); `before_update(i)` adds to the buffer the steps
     SAC step i reads (`streamed_steps`), waiting for them if they have not arrived."""
 
-    def __init__(self, conn, buffer: "ReplayBuffer", sac: DictConfig, max_chunk_steps: int):
-        self.conn, self.buffer, self.sac, self.max_chunk_steps = conn, buffer, sac, max_chunk_steps
+    def __init__(self, conn, buffer: "ReplayBuffer", sac: DictConfig, step_sizes: list[int]):
+        self.conn, self.buffer, self.sac, self.step_sizes = conn, buffer, sac, step_sizes
         self.arrived, self.added, self.ended = [], 0, False
 
     def _receive(self) -> None:
@@ -398,7 +407,7 @@ class _WindowStream:
     def before_update(self, update: int) -> None:
         while not self.ended and self.conn.poll():  # read eagerly, so the trainer never waits on a full pipe
             self._receive()
-        wanted = streamed_steps(update, self.sac.updates_per_iteration, self.max_chunk_steps)
+        wanted = streamed_steps(update, self.sac.updates_per_iteration, self.step_sizes)
         while not self.ended and len(self.arrived) < wanted:
             self._receive()
         self._add(min(wanted, len(self.arrived)))  # fewer only where the window ended before `wanted` steps
@@ -415,11 +424,10 @@ class _WindowStream:
         self.added = max(self.added, count)
 
 
-def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, max_chunk_steps: int, start: dict
-           ) -> None:
+def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, start: dict) -> None:
     """The learner process: a mirror of the trainer's agent and buffer that runs the SAC updates on one thread.
 
-    Messages: ("update", None), then the window's ("step", transitions) and ("end", None), each round replied
+    Messages: ("update", the previous window's step sizes), then the window's ("step", transitions) and ("end", None), each round replied
     to with (metrics, seconds, the actor's state dict); ("state", None), replied to with the whole learner
     state; ("close", None).
     """
@@ -429,13 +437,13 @@ def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, max
     buffer = ReplayBuffer(sac.replay_buffer_size)
     buffer.load_state_dict(start["buffer"])
     while True:
-        command, _ = conn.recv()
+        command, step_sizes = conn.recv()
         if command == "close":
             return
         if command == "state":
             conn.send(_learner_state(agent, generator))
             continue
-        began, stream = time.perf_counter(), _WindowStream(conn, buffer, sac, max_chunk_steps)
+        began, stream = time.perf_counter(), _WindowStream(conn, buffer, sac, step_sizes)
         metrics = sac_updates(agent, buffer, sac, generator, stream.before_update)
         stream.finish()
         conn.send((metrics, time.perf_counter() - began, agent.actor.state_dict()))
@@ -453,17 +461,18 @@ class LearnerProcess:
     """
 
     def __init__(self, agent: SacAgent, buffer: ReplayBuffer, generator: torch.Generator, sizes: tuple[int, int, int],
-                 sac: DictConfig, gamma: float, max_chunk_steps: int):
+                 sac: DictConfig, gamma: float):
         context = torch.multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         start = {"learner": _learner_state(agent, generator), "buffer": buffer.state_dict()}
-        self.process = context.Process(target=_learn, args=(child, sizes, sac, gamma, max_chunk_steps, start),
+        self.process = context.Process(target=_learn, args=(child, sizes, sac, gamma, start),
                                        daemon=True, name="pi0lab-sac-learner")
         self.process.start()
         child.close()
 
-    def start_updates(self) -> None:
-        self.conn.send(("update", None))
+    def start_updates(self, step_sizes: list[int]) -> None:
+        """Begin a round; `step_sizes`: the previous window's transitions per chunk step (`streamed_steps`)."""
+        self.conn.send(("update", step_sizes))
 
     def add_step(self, transitions: dict[str, Tensor]) -> None:
         """One chunk step's completed transitions of the window being collected."""
@@ -540,6 +549,7 @@ class DSRLTrainer(TrainingLoop):
         self.env = EnvRole(cfg.env.train, seed=cfg.runner.seed)
         self.chunk = cfg.actor.model.num_action_chunks
         self.max_chunk_steps = -(-self.env.envs.max_episode_steps // self.chunk)
+        self.window_step_sizes = [1] * self.max_chunk_steps  # transitions per chunk step of the last window
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif sac.normalize_features:
@@ -552,7 +562,7 @@ class DSRLTrainer(TrainingLoop):
                                  f"the collection; on {self.device} set it to false")
             self.learner = LearnerProcess(self.agent, self.buffer, self.update_generator,
                                           (self.policy.model.config.vlm.width, self.state_dim, self.block.size), sac,
-                                          cfg.algorithm.gamma, self.max_chunk_steps)
+                                          cfg.algorithm.gamma)
         self.logger = MetricLogger(self.run_dir, list(cfg.runner.logger.logger_backends), cfg.runner.logger.project_name,
                                    cfg.runner.logger.experiment_name, OmegaConf.to_container(cfg, resolve=True))
 
@@ -652,10 +662,17 @@ class DSRLTrainer(TrainingLoop):
         recorder = self._recorder("train")
         on_step = recorder.add if recorder else None
         if self.learner is not None:  # the updates run while the agent plays the window they learn from
-            self.learner.start_updates()
-            transitions, info = self.collect(timer, on_step=on_step, on_transitions=self.learner.add_step)
+            step_sizes = []
+
+            def stream(step_transitions: dict[str, Tensor]) -> None:
+                step_sizes.append(len(step_transitions["rewards"]))
+                self.learner.add_step(step_transitions)
+
+            self.learner.start_updates(self.window_step_sizes)
+            transitions, info = self.collect(timer, on_step=on_step, on_transitions=stream)
             metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent.actor)
             self.buffer.add(transitions)
+            self.window_step_sizes = step_sizes
         else:
             transitions, info = self.collect(timer, on_step=on_step)
             self.buffer.add(transitions)
@@ -693,6 +710,7 @@ class DSRLTrainer(TrainingLoop):
             self.learner.fetch_state(self.agent, self.update_generator)
         state = {
             "iteration": self.iteration,
+            "window_step_sizes": self.window_step_sizes,
             "optimizers": {name: opt.state_dict() for name, opt in self.agent.optimizers().items()},
             "replay_buffer": self.buffer.state_dict(),
             "rng": rng_state(),
@@ -718,6 +736,7 @@ class DSRLTrainer(TrainingLoop):
         self.agent.load_state_dict(saved)
         state = load_checkpoint_state(checkpoint)
         self.iteration = state["iteration"]
+        self.window_step_sizes = state.get("window_step_sizes", self.window_step_sizes)  # older checkpoints: equal
         for name, optimizer in self.agent.optimizers().items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.buffer.load_state_dict(state["replay_buffer"])
