@@ -60,6 +60,7 @@ def test_overrides_as_a_python_dict():
         ("runner.logger.logger_backends=[mlflow]", "unknown backend 'mlflow'"),
         ("actor.micro_batch_size=100", "does not divide actor.global_batch_size=2048"),
         ("sft.demo_action_noise=-0.2", "sft.demo_action_noise must be >= 0"),
+        ("env.train.video_cfg.interval=0", r"env.train.video_cfg.interval must be >= 1"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, message):

@@ -347,6 +347,18 @@ def test_stop_then_resume_equals_one_uninterrupted_run(random_nano_checkpoint, t
         assert torch.equal(a, b), name
 
 
+def test_training_videos_are_written_every_interval_iterations(random_nano_checkpoint, tmp_path):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "runner.max_epochs=3",
+                                  "env.train.video_cfg.save_video=true", "env.train.video_cfg.interval=2"),
+                          progress=False)
+    events = list(trainer.iterate())
+    trainer.close()
+    assert [e.video is not None for e in events] == [True, False, True]
+    assert events[0].video[4:8] == b"ftyp"
+    assert sorted(p.name for p in (tmp_path / "video" / "train").iterdir()) == [
+        "train_iter_000001_env0.mp4", "train_iter_000003_env0.mp4"]
+
+
 def test_streamed_steps_spread_a_round_over_the_window():
     # equal sizes: 200 updates over a 12-step window, every 16 or 17 updates one more chunk step, the last 11 of 12
     reads = [streamed_steps(i, 200, [1] * 12) for i in range(200)]

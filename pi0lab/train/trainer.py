@@ -190,9 +190,10 @@ class TrainingLoop:
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
 
     def _recorder(self, split: str) -> VideoRecorder | None:
-        """Records env 0 of a training rollout (one frame per chunk) when save_video is on."""
+        """Records env 0 of this iteration's rollout (one frame per chunk) when save_video is on and the
+        iteration is one of every `video_cfg.interval`th (the first, then each interval-th)."""
         video_cfg = self.cfg.env[split].video_cfg
-        if not video_cfg.save_video:
+        if not video_cfg.save_video or self.iteration % video_cfg.interval:
             return None
         return VideoRecorder([0], video_cfg.video_base_dir, info_on_video=video_cfg.info_on_video, with_wrist=True)
 
