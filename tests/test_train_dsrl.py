@@ -481,6 +481,32 @@ def test_no_gradient_step_before_learning_starts(random_nano_checkpoint, tmp_pat
     assert any(not torch.equal(start[k], v) for k, v in trainer.agent.state_dict().items())
 
 
+@pytest.mark.parametrize("overlap", ["false", "true"])
+def test_a_critic_warmup_iteration_steps_the_critic_and_leaves_the_actor_at_its_start(random_nano_checkpoint,
+                                                                                       tmp_path, overlap):
+    trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.critic_warmup_iterations=1",
+                                  f"algorithm.sac.update_during_collection={overlap}"), progress=False)
+    actor, critic = (copy.deepcopy(m.state_dict()) for m in (trainer.agent.actor, trainer.agent.critic))
+    actors = []
+    for event in trainer.iterate():
+        actors.append(copy.deepcopy(trainer.agent.actor.state_dict()))
+        if event.iteration == 1:
+            first = event
+    second, after_first = event, actors[0]
+    if overlap == "true":
+        trainer.learner.fetch_state(trainer.agent, trainer.update_generator)
+    steps = {name: o.state_dict()["state"][0]["step"].item() for name, o in trainer.agent.optimizers().items()}
+    trainer.close()
+    assert all(torch.equal(actor[k], v) for k, v in after_first.items())  # the warm-up round left the actor alone
+    assert "train/sac/critic_loss" in first.metrics and "train/sac/actor_loss" not in first.metrics
+    assert "train/sac/actor_loss" in second.metrics
+    assert any(not torch.equal(actor[k], v) for k, v in trainer.agent.actor.state_dict().items())
+    assert any(not torch.equal(critic[k], v) for k, v in trainer.agent.critic.state_dict().items())
+    # 3 updates a round, the first of the run on an empty buffer; the actor and alpha step in the second round only
+    assert steps == ({"actor": 3, "critic": 5, "alpha": 3} if overlap == "true" else
+                     {"actor": 3, "critic": 6, "alpha": 3})
+
+
 def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
     for override, key in [("algorithm.sac.num_q_heads=0", "algorithm.sac.num_q_heads"),
                           ("algorithm.sac.learning_starts=-1", "algorithm.sac.learning_starts"),
@@ -488,6 +514,7 @@ def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
                           ("algorithm.sac.noise_dims=33", "algorithm.sac.noise_dims"),
                           ("algorithm.sac.tau=0", "algorithm.sac.tau"),
                           ("algorithm.sac.n_step=0", "algorithm.sac.n_step"),
+                          ("algorithm.sac.critic_warmup_iterations=-1", "algorithm.sac.critic_warmup_iterations"),
                           ("algorithm.sac.hidden_dims=[]", "algorithm.sac.hidden_dims"),
                           ("algorithm.loss_type=actor_critic", "algorithm.loss_type")]:
         with pytest.raises(ConfigError, match=key):

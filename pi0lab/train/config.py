@@ -97,6 +97,9 @@ class SacConfig:
     updates_per_iteration: int = 200  # gradient steps after each collected window
     # critic steps per actor (and temperature) step: TD3's delayed policy update, RLinf's critic_actor_ratio
     critic_actor_ratio: int = 1
+    # the first N iterations' rounds step the critic (and its target) only: the actor keeps its start (mean x_1 = 0)
+    # and explores with it until the critic has seen N windows
+    critic_warmup_iterations: int = 0
     # run each window's SAC updates in a second process while the window is collected, the window's transitions
     # streamed to it as they complete (one torch thread each, OMP_NUM_THREADS=1: they take a core each)
     update_during_collection: bool = False
@@ -556,6 +559,9 @@ def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
             fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
     if sac.critic_actor_ratio < 1:
         fail(f"algorithm.sac.critic_actor_ratio must be >= 1 (critic steps per actor step), got {sac.critic_actor_ratio}")
+    if sac.critic_warmup_iterations < 0:
+        fail(f"algorithm.sac.critic_warmup_iterations must be >= 0 (iterations that step the critic only), "
+             f"got {sac.critic_warmup_iterations}")
     if sac.n_step < 1:
         fail(f"algorithm.sac.n_step must be >= 1 (chunk steps summed before bootstrapping), got {sac.n_step}")
     if not 0 < sac.tau <= 1:

@@ -280,19 +280,20 @@ class SacAgent(nn.Module):
 
 
 def sac_updates(agent: SacAgent, buffer: "ReplayBuffer", sac: DictConfig, generator: torch.Generator,
-                before_update=None) -> dict[str, float]:
+                before_update=None, update_actor: bool = True) -> dict[str, float]:
     """`sac.updates_per_iteration` SAC steps on batches from the buffer -> the mean of each metric over the steps
     that ran. A step runs once the buffer holds `sac.learning_starts` transitions (at least one; until then the
     fresh policy explores). Every step updates the critic; steps 0, k, 2k, ... of the round (k =
-    `sac.critic_actor_ratio`) also the actor and the temperature. `before_update(i)`, when given, may add
-    transitions to the buffer before step i (the learner process streams the window being collected)."""
+    `sac.critic_actor_ratio`) also the actor and the temperature, unless not `update_actor` (a critic warm-up
+    round). `before_update(i)`, when given, may add transitions to the buffer before step i (the learner
+    process streams the window being collected)."""
     updates = []
     for i in range(sac.updates_per_iteration):
         if before_update is not None:
             before_update(i)
         if buffer.size >= max(sac.learning_starts, 1):
             updates.append(agent.update(buffer.sample(sac.batch_size, generator), generator,
-                                        i % sac.critic_actor_ratio == 0))
+                                        update_actor and i % sac.critic_actor_ratio == 0))
     names = dict.fromkeys(name for u in updates for name in u)
     return {name: torch.stack([u[name] for u in updates if name in u]).mean().item() for name in names}
 
@@ -427,7 +428,8 @@ class _WindowStream:
 def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, start: dict) -> None:
     """The learner process: a mirror of the trainer's agent and buffer that runs the SAC updates on one thread.
 
-    Messages: ("update", the previous window's step sizes), then the window's ("step", transitions) and ("end", None), each round replied
+    Messages: ("update", (the previous window's step sizes, update_actor)), then the window's ("step", transitions)
+    and ("end", None), each round replied
     to with (metrics, seconds, the actor's state dict); ("state", None), replied to with the whole learner
     state; ("close", None).
     """
@@ -437,14 +439,15 @@ def _learn(conn, sizes: tuple[int, int, int], sac: DictConfig, gamma: float, sta
     buffer = ReplayBuffer(sac.replay_buffer_size)
     buffer.load_state_dict(start["buffer"])
     while True:
-        command, step_sizes = conn.recv()
+        command, payload = conn.recv()
         if command == "close":
             return
         if command == "state":
             conn.send(_learner_state(agent, generator))
             continue
+        step_sizes, update_actor = payload
         began, stream = time.perf_counter(), _WindowStream(conn, buffer, sac, step_sizes)
-        metrics = sac_updates(agent, buffer, sac, generator, stream.before_update)
+        metrics = sac_updates(agent, buffer, sac, generator, stream.before_update, update_actor)
         stream.finish()
         conn.send((metrics, time.perf_counter() - began, agent.actor.state_dict()))
 
@@ -470,9 +473,10 @@ class LearnerProcess:
         self.process.start()
         child.close()
 
-    def start_updates(self, step_sizes: list[int]) -> None:
-        """Begin a round; `step_sizes`: the previous window's transitions per chunk step (`streamed_steps`)."""
-        self.conn.send(("update", step_sizes))
+    def start_updates(self, step_sizes: list[int], update_actor: bool = True) -> None:
+        """Begin a round; `step_sizes`: the previous window's transitions per chunk step (`streamed_steps`);
+        without `update_actor` the round steps the critic only (`sac_updates`)."""
+        self.conn.send(("update", (step_sizes, update_actor)))
 
     def add_step(self, transitions: dict[str, Tensor]) -> None:
         """One chunk step's completed transitions of the window being collected."""
@@ -659,6 +663,7 @@ class DSRLTrainer(TrainingLoop):
     def _one_iteration(self) -> IterationEvent:
         sac = self.cfg.algorithm.sac
         start, timer = time.perf_counter(), Timer()
+        update_actor = self.iteration >= sac.critic_warmup_iterations
         recorder = self._recorder("train")
         on_step = recorder.add if recorder else None
         if self.learner is not None:  # the updates run while the agent plays the window they learn from
@@ -668,7 +673,7 @@ class DSRLTrainer(TrainingLoop):
                 step_sizes.append(len(step_transitions["rewards"]))
                 self.learner.add_step(step_transitions)
 
-            self.learner.start_updates(self.window_step_sizes)
+            self.learner.start_updates(self.window_step_sizes, update_actor)
             transitions, info = self.collect(timer, on_step=on_step, on_transitions=stream)
             metrics, timer.totals["time/update"] = self.learner.finish_updates(self.agent.actor)
             self.buffer.add(transitions)
@@ -677,7 +682,7 @@ class DSRLTrainer(TrainingLoop):
             transitions, info = self.collect(timer, on_step=on_step)
             self.buffer.add(transitions)
             with timer("time/update"):
-                metrics = sac_updates(self.agent, self.buffer, sac, self.update_generator)
+                metrics = sac_updates(self.agent, self.buffer, sac, self.update_generator, update_actor=update_actor)
         video = recorder.save(f"train_iter_{self.iteration + 1:06d}")[0].read_bytes() if recorder else None
         self.iteration += 1
 
