@@ -242,7 +242,8 @@ def _config(checkpoint, run_dir, *extra):
         "env.train.video_cfg.save_video=false", "env.eval.video_cfg.save_video=false",
         "runner.max_epochs=2", "runner.val_check_interval=-1", "runner.save_interval=-1",
         "algorithm.sac.batch_size=16", "algorithm.sac.updates_per_iteration=3", "algorithm.sac.num_q_heads=3",
-        "algorithm.sac.hidden_dims=[32,32]", "algorithm.sac.update_during_collection=false", *extra,
+        "algorithm.sac.hidden_dims=[32,32]", "algorithm.sac.update_during_collection=false",
+        "algorithm.sac.critic_warmup_iterations=0", *extra,
     ])
 
 

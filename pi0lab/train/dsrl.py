@@ -31,8 +31,10 @@ An episode's end, by success or time limit, is `done` (no bootstrap): Q is the r
 episode. One transition is one chunk step; the buffer keeps the newest `replay_buffer_size`.
 
 SAC (pi0lab.rl.sac): gradient steps start once the buffer holds `learning_starts` transitions (until
-then the fresh policy explores around x_1 = 0 and the critic gets data to fit); the TD target takes the minimum of `target_q_heads` random heads of the target
-ensemble (REDQ), the actor the mean of all heads. The target leaves out -alpha log pi unless
+then the fresh policy explores around x_1 = 0 and the critic gets data to fit), and the first
+`critic_warmup_iterations` rounds step the critic only (the actor keeps its start, mean x_1 = 0, until the
+critic has seen that many windows); the TD target takes the minimum of `target_q_heads` random heads of the
+target ensemble (REDQ), the actor the mean of all heads. The target leaves out -alpha log pi unless
 `backup_entropy` (as the reference): episodes end at success, so an entropy return per chunk step would
 pay the policy for taking longer (the fresh 35-dim policy's entropy is ~23 nats: alpha * 23 per chunk
 step, against one success reward of 1).
