@@ -13,7 +13,7 @@ Everything runs on the CPU with the nano pi0 on a built-in tabletop suite:
 The RL stages run what fits the main job's 20 minutes beside a 12-minute SFT: PPO's shipped 30
 iterations, and DSRL shortened to 100 iterations of 50 SAC updates in its own process (`DEMO_BUDGET`,
 ~3 minutes on one thread). The shipped DSRL recipe, 288 iterations of 32 envs and 200 updates with the
-updates in a second process, is what lifts (+19.0 points in docs/learning.md) and takes 10-12 minutes of both cores:
+updates in a second process, is what lifts (+18.2 points in docs/learning.md) and takes 9-12 minutes of both cores:
 `OMP_NUM_THREADS=1 pi0lab train tabletop_dsrl_nano actor.model.model_path=<the demo's sft/model>`.
 
 Every row uses one evaluation protocol: the same fixed (task, init) pairs and the ODE sampler started
