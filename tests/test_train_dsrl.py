@@ -472,6 +472,18 @@ def test_a_fresh_noise_policy_starts_from_x1_zero_the_sft_checkpoints_determinis
     trainer.close()
 
 
+@pytest.mark.parametrize("initial_std", [0.3, 1.0, 1.5])
+def test_a_fresh_noise_policy_has_mean_zero_and_the_initial_std_whatever_the_observation(initial_std):
+    sac = load_config(None, ["algorithm.sac.hidden_dims=[16,16]", "algorithm.sac.latent_dim=8",
+                             f"algorithm.sac.initial_std={initial_std}"]).algorithm.sac
+    agent = SacAgent(feature_dim=6, state_dim=3, action_dim=4, sac=sac, gamma=0.9)
+    mean, log_std = agent.actor(torch.randn(50, 6), torch.randn(50, 3))
+    assert torch.equal(mean, torch.zeros(50, 4))
+    torch.testing.assert_close(log_std.exp(), torch.full((50, 4), initial_std))
+    u = torch.atanh(agent.actor.sample(torch.zeros(20000, 6), torch.zeros(20000, 3), torch.Generator())[0])
+    assert abs(u.std().item() - initial_std) < 0.02 * initial_std  # the samples' own spread, a second check
+
+
 def test_no_gradient_step_before_learning_starts(random_nano_checkpoint, tmp_path):
     trainer = DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.learning_starts=10"), progress=False)
     start = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
@@ -523,6 +535,10 @@ def test_bad_configs_are_refused_by_name(random_nano_checkpoint, tmp_path):
     # the nano model of the recipe has a horizon of 10, known once it is loaded
     with pytest.raises(ValueError, match="algorithm.sac.noise_horizon=11"):
         DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.noise_horizon=11"), progress=False)
+    with pytest.raises(ConfigError, match="algorithm.sac.initial_std"):
+        _config(random_nano_checkpoint, tmp_path, "algorithm.sac.initial_std=0")
+    with pytest.raises(ValueError, match="algorithm.sac.initial_std=10"):  # above the std's range e^2
+        DSRLTrainer(_config(random_nano_checkpoint, tmp_path, "algorithm.sac.initial_std=10"), progress=False)
     with pytest.raises(FileNotFoundError, match="actor.model.model_path"):
         DSRLTrainer(_config(tmp_path / "none", tmp_path), progress=False)
     with pytest.raises(ValueError, match="model_path is not set"):

@@ -84,6 +84,8 @@ class SacConfig:
     critic_lr: float = 3.0e-4
     alpha_lr: float = 3.0e-4
     initial_alpha: float = 1.0
+    # the fresh noise policy's std of u (a = tanh(u), its mean 0): 1 draws x_1 with std ~0.94 at noise_bound 1.5
+    initial_std: float = 1.0
     target_entropy: float | None = None  # null: -D/2 for D = noise_horizon * noise_dims (the reference's -16 for 32)
     # the TD target's -alpha log pi term (standard SAC). Off as in the reference: an episode ends at success, so a
     # positive entropy return per chunk step would pay the policy for taking longer
@@ -554,7 +556,7 @@ def _check_sac(sac: DictConfig, size: str, horizon: int, fail) -> None:
     if not sac.hidden_dims or min(sac.hidden_dims) < 1 or sac.latent_dim < 1:
         fail(f"algorithm.sac.hidden_dims={list(sac.hidden_dims)} must be a non-empty list of widths >= 1 and "
              f"algorithm.sac.latent_dim={sac.latent_dim} >= 1")
-    for name in ("noise_bound", "actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
+    for name in ("noise_bound", "actor_lr", "critic_lr", "alpha_lr", "initial_alpha", "initial_std"):
         if sac[name] <= 0:
             fail(f"algorithm.sac.{name} must be > 0, got {sac[name]}")
     if sac.critic_actor_ratio < 1:

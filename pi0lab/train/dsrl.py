@@ -130,19 +130,27 @@ class NoisePolicy(nn.Module):
     """The actor: a tanh-squashed Gaussian over the noise block, a = tanh(u), u ~ N(mean, std^2).
 
     log_std = lo + (hi - lo) sigmoid(raw + log(-lo / hi)) keeps std in [e^lo, e^hi] without a hard clip and
-    is 0 at raw = 0. The head's last layer starts at zero, so the fresh policy's mean noise is exactly
-    x_1 = 0 (it scores what the SFT checkpoint scores from x_1 = 0) and its samples u ~ N(0, 1) draw x_1
-    close to pi0's own N(0, I).
+    is 0 at raw = 0. The head's last layer starts at zero weights, so the fresh policy's mean noise is exactly
+    x_1 = 0 (it scores what the SFT checkpoint scores from x_1 = 0) whatever the observation, and its bias
+    sets log_std = log(initial_std): at 1, its samples u ~ N(0, 1) draw x_1 close to pi0's own N(0, I).
     """
 
     LOG_STD_RANGE = (-5.0, 2.0)
 
-    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, latent_dim: int, hidden_dims: list[int]):
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, latent_dim: int, hidden_dims: list[int],
+                 initial_std: float = 1.0):
         super().__init__()
+        low, high = self.LOG_STD_RANGE
+        if not math.exp(low) < initial_std < math.exp(high):
+            raise ValueError(f"algorithm.sac.initial_std={initial_std} must lie in (e^{low}, e^{high}) = "
+                             f"({math.exp(low):.4f}, {math.exp(high):.2f}), the range of the noise policy's std")
         self.encoder = ObservationEncoder(feature_dim, state_dim, latent_dim)
         self.head = mlp(self.encoder.out_dim, hidden_dims, 2 * action_dim)
-        nn.init.zeros_(self.head[-1].weight)  # mean 0, log_std 0 whatever the observation
-        nn.init.zeros_(self.head[-1].bias)
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)  # mean 0
+        with torch.no_grad():  # raw = logit((log initial_std - lo) / (hi - lo)) - log(-lo / hi)
+            fraction = (math.log(initial_std) - low) / (high - low)
+            self.head[-1].bias[action_dim:] = math.log(fraction / (1 - fraction)) - math.log(-low / high)
 
     def forward(self, features: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """-> mean [B,D], log_std [B,D] of u."""
@@ -216,7 +224,7 @@ class SacAgent(nn.Module):
     def __init__(self, feature_dim: int, state_dim: int, action_dim: int, sac: DictConfig, gamma: float):
         super().__init__()
         hidden = list(sac.hidden_dims)
-        self.actor = NoisePolicy(feature_dim, state_dim, action_dim, sac.latent_dim, hidden)
+        self.actor = NoisePolicy(feature_dim, state_dim, action_dim, sac.latent_dim, hidden, sac.initial_std)
         self.critic = QEnsemble(feature_dim, state_dim, action_dim, sac.latent_dim, hidden, sac.num_q_heads,
                                 sac.critic_layer_norm)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
